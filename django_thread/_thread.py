@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from django_thread._connections import close_thread_connections, has_connected, mark_managed
+
+_NOTHING = object()
+
+
+class Thread(threading.Thread):
+    """A :class:`threading.Thread` that looks after its own database connections.
+
+    Same constructor, methods and behaviour as :class:`threading.Thread`; subclass
+    it and override :meth:`~threading.Thread.run`, or pass *target*, exactly as with
+    the stdlib. When the thread is started with :meth:`start`, its ``run()`` is one
+    unit of work:
+
+    - before it there is nothing to do: a thread that has just started has no
+      connection yet, and so no query log to reset;
+    - after it, also when it raised, **every** connection the thread opened is
+      closed, whatever ``CONN_MAX_AGE`` says, so that once
+      :meth:`~threading.Thread.join` returns
+      the database server no longer sees them.
+
+    Calling ``run()`` directly runs it in the caller, like the stdlib does, and
+    manages nothing of the caller's connections.
+    """
+
+    def start(self) -> None:
+        """Start the thread, as :meth:`threading.Thread.start` does.
+
+        Its ``run()`` then runs in the new thread as one unit of work. Nothing is done
+        to the calling thread's connections.
+        """
+        # start() runs in the caller's thread: it must not touch the caller's
+        # connections (closing one inside atomic() silently loses the caller's
+        # transaction). All cleanup happens in the new thread, around run().
+        try:
+            fresh = self.ident is None
+        except (AssertionError, AttributeError):
+            # Thread.__init__() was not called; the stdlib's start() says so.
+            fresh = False
+        if not fresh:  # already started: the stdlib raises its own RuntimeError
+            super().start()
+            return
+
+        # There is no public hook around run() in the new thread. The stdlib's
+        # bootstrap looks self.run up when the thread begins, so an instance
+        # attribute shadows the method just for this run, whether a subclass
+        # overrides run() or passes target=. run() itself stays untouched, which
+        # keeps a direct call to it unmanaged.
+        mark_managed(self)
+        own_run = vars(self).get("run", _NOTHING)
+        vars(self)["run"] = self._managed(self.run, own_run)
+        try:
+            super().start()
+        except BaseException:
+            self._restore_run(own_run)
+            raise
+
+    def _managed(self, run: Callable[[], object], own_run: object) -> Callable[[], None]:
+        def run_as_unit() -> None:
+            # No begin_unit() before run(): a thread that has just started has no
+            # connection to tidy or query log to reset.
+            try:
+                run()
+            finally:
+                if has_connected(self):
+                    close_thread_connections()
+                self._restore_run(own_run)
+
+        return run_as_unit
+
+    def _restore_run(self, own_run: object) -> None:
+        if own_run is _NOTHING:
+            vars(self).pop("run", None)
+        else:
+            vars(self)["run"] = own_run
