@@ -1,0 +1,203 @@
+"""The server drops connections: idle timeouts and killed sessions, for real.
+
+Every scenario also runs the stdlib class, which must fail, so these tests can fail.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import random
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from django_thread import Thread, ThreadPoolExecutor, unit_of_work
+from tests.faults import Killer, Recorder, idle_timeout
+from tests.server import ServerProbe
+from tests.work import main_backend_ids, query
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+TASKS = 400
+WORKERS = 4
+
+
+def run_in_waves(
+    pools: list[concurrent.futures.Executor],
+    recorders: list[Recorder],
+    waves: int,
+    pause: float,
+) -> None:
+    """Submit TASKS small ORM tasks in *waves*, idle for *pause* between waves."""
+    for wave in range(waves):
+        if wave:
+            time.sleep(pause)  # every connection sits idle past the server's timeout
+        futures = [
+            pool.submit(recorder.task(query))
+            for pool, recorder in zip(pools, recorders, strict=True)
+            for _ in range(TASKS // waves)
+        ]
+        concurrent.futures.wait(futures)
+
+
+def waves_for(vendor: str) -> int:
+    # MariaDB's shortest timeout is a whole second: fewer, longer waves.
+    return 20 if vendor == "postgresql" else 8
+
+
+def test_idle_timeout_with_health_checks_fails_no_task(
+    conn_settings: Any, server: ServerProbe
+) -> None:
+    timeout = idle_timeout(server.vendor)
+    conn_settings(max_age=None, health_checks=True, **timeout.options)
+    waves = waves_for(server.vendor)
+
+    with (
+        Recorder() as ours,
+        Recorder() as stdlib,
+        ThreadPoolExecutor(WORKERS) as pool,
+        concurrent.futures.ThreadPoolExecutor(WORKERS) as plain,
+    ):
+        run_in_waves([pool, plain], [ours, stdlib], waves, timeout.pause)
+
+    print(
+        f"\nidle timeout, health checks on: django_thread {ours.summary()}; "
+        f"stdlib {stdlib.summary()}"
+    )
+    assert len(ours.outcomes) == len(stdlib.outcomes) == TASKS
+    assert ours.failures == []
+    # The server really dropped them: ours reconnected after (nearly) every pause.
+    assert ours.connects + stdlib.connects > WORKERS * (waves - 1)
+    assert len(stdlib.failures) > TASKS // 2
+
+
+def test_idle_timeout_without_health_checks_costs_one_task_per_drop(
+    conn_settings: Any, server: ServerProbe
+) -> None:
+    timeout = idle_timeout(server.vendor)
+    conn_settings(max_age=None, health_checks=False, **timeout.options)
+    waves = waves_for(server.vendor)
+
+    with Recorder() as ours, ThreadPoolExecutor(WORKERS) as pool:
+        run_in_waves([pool], [ours], waves, timeout.pause)
+
+    print(f"\nidle timeout, health checks off: django_thread {ours.summary()}")
+    assert ours.failures, "the server should have dropped idle connections"
+    # Each dropped connection costs the one task that finds it dead, then is closed.
+    per_session = collections.Counter(o.session for o in ours.failures)
+    assert max(per_session.values()) == 1, per_session
+    assert len(ours.failures) <= WORKERS * (waves - 1)
+
+
+def kill_while_working(
+    pool: concurrent.futures.Executor, recorder: Recorder, killer: Killer
+) -> list[concurrent.futures.Future[None]]:
+    rng = random.Random(2)
+    futures = [pool.submit(recorder.task(query, delay=rng.uniform(0, 0.02))) for _ in range(TASKS)]
+    killer.run_until(lambda: all(f.done() for f in futures))
+    return futures
+
+
+def recovers(pool: concurrent.futures.Executor, dead_on_arrival: int = 0) -> bool:
+    """Every worker runs database work again once the killing stops.
+
+    Without health checks, a session killed after a worker's last task still costs
+    that worker its next task: *dead_on_arrival* of them may fail, once.
+    """
+    for allowed in (dead_on_arrival, 0):
+        futures = [pool.submit(query) for _ in range(10 * WORKERS)]
+        if sum(f.exception() is not None for f in futures) > allowed:
+            return False
+    return True
+
+
+def test_killed_sessions_fail_only_tasks_with_a_query_in_flight(
+    conn_settings: Any, server: ServerProbe
+) -> None:
+    conn_settings(max_age=None, health_checks=True)
+    killer = Killer(server, spare=main_backend_ids())
+
+    with Recorder() as ours, ThreadPoolExecutor(WORKERS) as pool:
+        kill_while_working(pool, ours, killer)
+        assert recovers(pool)
+
+    print(
+        f"\nkills, health checks on: {killer.killed} sessions killed; "
+        f"django_thread {ours.summary()}"
+    )
+    assert killer.killed >= WORKERS * 3
+    # A task may fail only if a kill was under way while it was using the database;
+    # a connection killed while idle, before the task began, is caught by the check.
+    assert [o for o in ours.failures if not killer.overlaps(o)] == []
+
+
+def test_killed_sessions_without_health_checks_cost_one_task_each(
+    conn_settings: Any, server: ServerProbe
+) -> None:
+    conn_settings(max_age=None, health_checks=False)
+    killer = Killer(server, spare=main_backend_ids())
+
+    with Recorder() as ours, ThreadPoolExecutor(WORKERS) as pool:
+        kill_while_working(pool, ours, killer)
+        assert recovers(pool, dead_on_arrival=WORKERS)
+
+    print(
+        f"\nkills, health checks off: {killer.killed} sessions killed; "
+        f"django_thread {ours.summary()}"
+    )
+    assert ours.failures
+    assert len(ours.failures) <= killer.killed
+    per_session = collections.Counter(o.session for o in ours.failures if o.session)
+    assert max(per_session.values(), default=1) == 1, per_session
+
+
+def test_stdlib_pool_never_recovers_from_killed_sessions(
+    conn_settings: Any, server: ServerProbe
+) -> None:
+    conn_settings(max_age=None, health_checks=True)
+    killer = Killer(server, spare=main_backend_ids())
+
+    with Recorder() as stdlib, concurrent.futures.ThreadPoolExecutor(WORKERS) as plain:
+        kill_while_working(plain, stdlib, killer)
+        recovered = recovers(plain)
+
+    print(f"\nkills: {killer.killed} sessions killed; stdlib {stdlib.summary()}")
+    assert not recovered
+    assert len(stdlib.failures) > TASKS // 2
+
+
+def test_long_running_loop_survives_idle_timeouts_with_unit_of_work(
+    conn_settings: Any, server: ServerProbe
+) -> None:
+    timeout = idle_timeout(server.vendor)
+    conn_settings(max_age=None, health_checks=True, **timeout.options)
+    # PostgreSQL's timeout is 100 ms, MariaDB's a whole second: fewer iterations there.
+    iterations = 100 if server.vendor == "postgresql" else 12
+    failures = {"unit_of_work": 0, "plain loop": 0}
+
+    def loop(name: str, per_iteration: bool) -> None:
+        for _ in range(iterations):
+            try:
+                if per_iteration:
+                    with unit_of_work():
+                        query()
+                else:
+                    query()
+            except Exception:
+                failures[name] += 1
+            time.sleep(timeout.pause)  # idle, like a poller with nothing to do
+
+    threads = [
+        Thread(target=loop, args=("unit_of_work", True)),
+        threading.Thread(target=loop, args=("plain loop", False)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    print(f"\nlong-running loop, {iterations} iterations: failures {failures}")
+    assert failures == {"unit_of_work": 0, "plain loop": iterations - 1}

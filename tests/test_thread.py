@@ -1,0 +1,224 @@
+"""django_thread.Thread: one unit of work per run(), everything closed at exit."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import warnings
+from typing import Any
+
+import pytest
+from django.db import DatabaseError, close_old_connections, connection, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from django_thread import Thread
+from tests.conftest import settle
+from tests.server import ServerProbe
+from tests.testapp.models import Note
+from tests.work import query
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def run_threads(cls: type[threading.Thread], count: int) -> None:
+    threads = [cls(target=query) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+@pytest.mark.usefixtures("conn_policy", "no_gc")
+def test_fifty_threads_leave_no_connection_behind(probe: ServerProbe) -> None:
+    baseline = probe.count()
+
+    run_threads(Thread, 50)
+
+    assert settle(probe, baseline) == baseline
+
+
+@pytest.mark.usefixtures("conn_policy", "no_gc")
+def test_fifty_stdlib_threads_leave_connections_until_gc(probe: ServerProbe) -> None:
+    # The same workload with threading.Thread: nothing closes the connections, and
+    # the dead threads' connection objects live on in reference cycles.
+    baseline = probe.count()
+
+    run_threads(threading.Thread, 50)
+
+    assert settle(probe, baseline, timeout=1.0) == baseline + 50
+    with warnings.catch_warnings():  # drivers warn about sockets closed by GC
+        warnings.simplefilter("ignore", ResourceWarning)
+        import gc  # noqa: PLC0415
+
+        gc.collect()
+    assert settle(probe, baseline) == baseline
+
+
+def test_subclass_overriding_run_is_managed(conn_settings: Any, probe: ServerProbe) -> None:
+    conn_settings(max_age=None)
+    baseline = probe.count()
+    results: list[int] = []
+
+    class Worker(Thread):
+        def run(self) -> None:
+            Note.objects.create(text="from a subclass")
+            results.append(Note.objects.count())
+
+    worker = Worker()
+    worker.start()
+    worker.join()
+
+    assert results == [1]
+    assert settle(probe, baseline) == baseline
+    assert "run" not in vars(worker), "the per-start wrapper must not outlive the thread"
+
+
+def test_run_called_directly_runs_in_caller_and_manages_nothing(
+    conn_settings: Any,
+) -> None:
+    conn_settings(max_age=0)  # so any cleanup in the caller would close its connection
+    query()
+    raw = connection.connection
+    seen: list[str] = []
+
+    Thread(target=lambda: seen.append(threading.current_thread().name)).run()
+
+    assert seen == [threading.current_thread().name]
+    assert connection.connection is raw
+
+
+@pytest.mark.parametrize("max_age", [0, None])
+def test_start_inside_atomic_keeps_the_parents_writes(
+    conn_settings: Any, max_age: int | None
+) -> None:
+    conn_settings(max_age=max_age)
+    with transaction.atomic():
+        Note.objects.create(text="parent before")
+        thread = Thread(target=query)
+        thread.start()
+        thread.join()
+        Note.objects.create(text="parent after")
+
+    assert sorted(Note.objects.values_list("text", flat=True)) == [
+        "parent after",
+        "parent before",
+    ]
+
+
+def test_cleaning_up_in_the_caller_inside_atomic_loses_its_writes(
+    conn_settings: Any,
+) -> None:
+    # What django-thread 0.0.1's start() did: close_old_connections() in the caller.
+    # Inside atomic() it closes the caller's connection and Django silently drops the
+    # transaction. This is the failure the test above guards against.
+    conn_settings(max_age=0)
+    with transaction.atomic():
+        Note.objects.create(text="parent")
+        close_old_connections()
+
+    assert not Note.objects.filter(text="parent").exists()
+
+
+def test_exception_reaches_excepthook_and_connections_close(
+    conn_settings: Any, probe: ServerProbe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn_settings(max_age=None)
+    baseline = probe.count()
+    hooked: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", hooked.append)
+
+    def fail() -> None:
+        query()
+        raise ValueError("boom")
+
+    thread = Thread(target=fail, name="failing")
+    thread.start()
+    thread.join()
+
+    assert [(type(h.exc_value), str(h.exc_value), h.thread) for h in hooked] == [
+        (ValueError, "boom", thread)
+    ]
+    assert settle(probe, baseline) == baseline
+
+
+def test_cleanup_failure_is_logged_and_does_not_replace_the_exception(
+    conn_settings: Any,
+    probe: ServerProbe,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    conn_settings(max_age=None)
+    baseline = probe.count()
+    real_close = BaseDatabaseWrapper.close
+
+    def close_then_fail(self: BaseDatabaseWrapper) -> None:
+        real_close(self)
+        if threading.current_thread().name == "worker":
+            raise DatabaseError("injected failure while closing")
+
+    monkeypatch.setattr(BaseDatabaseWrapper, "close", close_then_fail)
+    hooked: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", hooked.append)
+
+    def fail() -> None:
+        query()
+        raise ValueError("the unit's own error")
+
+    with caplog.at_level(logging.ERROR, logger="django_thread"):
+        thread = Thread(target=fail, name="worker")
+        thread.start()
+        thread.join()
+
+    assert [str(h.exc_value) for h in hooked] == ["the unit's own error"]
+    assert "closing database connection 'default' failed" in caplog.text
+    assert "injected failure while closing" in caplog.text
+    assert settle(probe, baseline) == baseline
+
+
+def test_drop_in_names_daemon_and_errors() -> None:
+    def noop() -> None:
+        pass
+
+    ours = Thread(target=noop, name="named", daemon=True)
+    assert isinstance(ours, threading.Thread)
+    assert (ours.name, ours.daemon) == ("named", True)
+
+    # Default names follow the stdlib's "Thread-N (target)" pattern.
+    assert re.fullmatch(r"Thread-\d+ \(noop\)", Thread(target=noop).name)
+
+    ours.start()
+    ours.join()
+    stdlib = threading.Thread(target=noop)
+    stdlib.start()
+    stdlib.join()
+    errors = []
+    for started in (ours, stdlib):
+        with pytest.raises(RuntimeError) as info:
+            started.start()
+        errors.append(str(info.value))
+    assert errors == ["threads can only be started once"] * 2
+
+    class NoInit(Thread):
+        def __init__(self) -> None:
+            pass
+
+    with pytest.raises(RuntimeError, match=r"thread.__init__\(\) not called"):
+        NoInit().start()
+
+
+def test_thread_sees_committed_data_and_its_writes_persist(conn_settings: Any) -> None:
+    conn_settings(max_age=60, health_checks=True)
+    Note.objects.create(text="seed")
+    seen: list[int] = []
+
+    def work() -> None:
+        seen.append(Note.objects.count())
+        Note.objects.create(text="from thread")
+
+    thread = Thread(target=work)
+    thread.start()
+    thread.join()
+
+    assert seen == [1]
+    assert Note.objects.count() == 2

@@ -1,0 +1,96 @@
+"""unit_of_work: the per-unit policy for threads this library does not create."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from typing import Any
+
+import pytest
+from django.db import connection, transaction
+
+from django_thread import unit_of_work
+from tests.conftest import settle
+from tests.server import ServerProbe
+from tests.testapp.models import Note
+from tests.work import query
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_closes_obsolete_connections_on_exit(conn_settings: Any) -> None:
+    conn_settings(max_age=0)
+    with unit_of_work():
+        query()
+        assert connection.connection is not None
+    assert connection.connection is None
+
+
+def test_keeps_young_persistent_connections(conn_settings: Any) -> None:
+    conn_settings(max_age=None)
+    with unit_of_work():
+        query()
+        raw = connection.connection
+    with unit_of_work():
+        query()
+        assert connection.connection is raw
+
+
+def test_never_closes_inside_an_atomic_block(conn_settings: Any) -> None:
+    conn_settings(max_age=0)
+    with transaction.atomic():
+        Note.objects.create(text="outer")
+        with unit_of_work():
+            Note.objects.create(text="inner")
+        Note.objects.create(text="outer again")
+    assert Note.objects.count() == 3
+
+
+def test_decorator_runs_a_unit_per_call_in_a_third_party_pool(
+    conn_settings: Any, probe: ServerProbe
+) -> None:
+    conn_settings(max_age=0)
+    baseline = probe.count()
+
+    @unit_of_work()
+    def task(i: int) -> int:
+        Note.objects.create(text=str(i))
+        return i
+
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        assert sum(pool.map(task, range(30))) == sum(range(30))
+        # Each call closed its connection on the way out, in the worker.
+        assert settle(probe, baseline) == baseline
+    assert Note.objects.count() == 30
+
+
+def test_with_asyncio_to_thread(conn_settings: Any, probe: ServerProbe) -> None:
+    conn_settings(max_age=0)
+    baseline = probe.count()
+
+    @unit_of_work()
+    def count_notes() -> int:
+        return query()
+
+    async def main() -> list[int]:
+        return await asyncio.gather(*(asyncio.to_thread(count_notes) for _ in range(5)))
+
+    assert asyncio.run(main()) == [0] * 5
+    assert settle(probe, baseline) == baseline
+
+
+def test_exceptions_pass_through_and_still_clean_up(conn_settings: Any) -> None:
+    conn_settings(max_age=0)
+    raw = None
+
+    def fail() -> None:
+        nonlocal raw
+        with unit_of_work():
+            query()
+            raw = connection.connection
+            raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        fail()
+    assert raw is not None
+    assert connection.connection is None

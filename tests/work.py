@@ -1,0 +1,40 @@
+"""Small units of work the tests run in threads, and what they report back."""
+
+from __future__ import annotations
+
+import threading
+
+from django.db import connections
+
+from tests.testapp.models import Note
+
+
+def query() -> int:
+    """One small ORM query on the default database."""
+    return Note.objects.count()
+
+
+def session_id(alias: str = "default") -> int | None:
+    """The server-side id of this thread's open session on *alias*, if it has one.
+
+    Read from the driver's client-side state: no query, so it works on a dead socket.
+    """
+    conn = connections[alias]
+    raw = conn.connection
+    if raw is None:
+        return None
+    if conn.vendor == "postgresql":
+        return int(raw.info.backend_pid)
+    if conn.vendor == "mysql":
+        return int(raw.thread_id())
+    return None
+
+
+def main_backend_ids() -> set[int]:
+    """Ids of the calling thread's open sessions, which fault injection must spare."""
+    current = session_id()
+    return set() if current is None else {current}
+
+
+def thread_name() -> str:
+    return threading.current_thread().name
