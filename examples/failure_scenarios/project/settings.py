@@ -1,0 +1,25 @@
+"""Settings: an embedded SQLite file by default, any server through DATABASE_URL.
+
+DATABASE_URL=postgres://postgres@127.0.0.1:5432/test python manage.py failures
+DATABASE_URL=mysql://root@127.0.0.1:3306/test python manage.py failures
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+SECRET_KEY = "example-only"
+DEBUG = False
+USE_TZ = True
+INSTALLED_APPS = ["shop"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+default = dj_database_url.parse(
+    os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
+)
+DATABASES = {"default": default}
+if default["ENGINE"].endswith("sqlite3"):
+    # Threads need a file: Django's default in-memory test database is per connection.
+    default["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}
