@@ -1,0 +1,461 @@
+"""Benchmarks: django_thread against the stdlib, always as a ratio measured in the same run.
+
+    python -m tests.benchmark                 # the full suite (several minutes)
+    python -m tests.benchmark --quick         # a few seconds: checks that it runs
+    python -m tests.benchmark --publish       # full suite, then update docs/benchmarks/
+
+Each measurement alternates the two implementations (A B A B ...) for several rounds,
+and reports the median of the per-round ratios (ours / stdlib) and their spread. Servers
+that cannot be reached are skipped with the reason. Results go to a JSON file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import dataclasses
+import functools
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DATABASE_NAME = "django_thread_bench"  # its own database: never the tests' ones
+
+
+def configure(vendors: list[str]) -> list[str]:
+    """Configure Django with one alias per reachable vendor; return those aliases."""
+    import django  # noqa: PLC0415
+    from django.conf import settings  # noqa: PLC0415
+
+    from tests.settings import database  # noqa: PLC0415
+
+    databases: dict[str, Any] = {}
+    for vendor in vendors:
+        db = database(DATABASE_NAME, vendor)
+        if vendor == "sqlite":
+            db["NAME"] = str(ROOT / ".bench" / "bench.sqlite3")
+            Path(db["NAME"]).parent.mkdir(exist_ok=True)
+        databases[vendor] = db
+    settings.configure(
+        DATABASES={"default": databases[vendors[0]], **databases},
+        INSTALLED_APPS=["tests.testapp"],
+        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
+        USE_TZ=True,
+    )
+    django.setup()
+    reachable = []
+    for vendor in vendors:
+        reason = _prepare(vendor)
+        if reason:
+            print(f"skipping {vendor}: {reason}", file=sys.stderr)
+        else:
+            reachable.append(vendor)
+    return reachable
+
+
+def _prepare(alias: str) -> str | None:
+    """Create the benchmark database and table on *alias*; why not, if it cannot."""
+    from django.db import connections  # noqa: PLC0415
+
+    from tests.server import probe_for  # noqa: PLC0415
+    from tests.testapp.models import Note  # noqa: PLC0415
+
+    conn = connections[alias]
+    try:
+        probe = probe_for(alias)
+        probe.create_database(DATABASE_NAME)
+        probe.close()
+        if Note._meta.db_table not in conn.introspection.table_names():
+            with conn.schema_editor() as editor:
+                editor.create_model(Note)
+        if not Note.objects.using(alias).exists():
+            Note.objects.using(alias).bulk_create(Note(text=f"n{i}") for i in range(100))
+    except Exception as exc:
+        return str(exc).strip().splitlines()[0]
+    finally:
+        conn.close()
+    return None
+
+
+# --- what is measured -------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Measurement:
+    benchmark: str  # "no-op tasks", "short threads", "ORM tasks"
+    database: str  # the vendor, or "none" when the work does not touch it
+    setting: str  # the connection setting, "" where it does not apply
+    units: int
+    ours: list[float] = dataclasses.field(default_factory=list)  # seconds, per round
+    stdlib: list[float] = dataclasses.field(default_factory=list)
+    peak: dict[str, int] = dataclasses.field(default_factory=dict)  # server connections
+    final: dict[str, int] = dataclasses.field(default_factory=dict)
+    checks_per_unit: float | None = None  # health-check pings per unit, ours
+
+    @property
+    def ratios(self) -> list[float]:
+        return [o / s for o, s in zip(self.ours, self.stdlib, strict=True)]
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ratios)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **dataclasses.asdict(self),
+            "ratio": round(self.ratio, 4),
+            "ratio_min": round(min(self.ratios), 4),
+            "ratio_max": round(max(self.ratios), 4),
+        }
+
+
+def noop() -> None:
+    pass
+
+
+def orm_query(alias: str) -> int:
+    from tests.testapp.models import Note  # noqa: PLC0415
+
+    return Note.objects.using(alias).filter(text="n1").count()
+
+
+def noop_tasks(executor: type[concurrent.futures.ThreadPoolExecutor], n: int) -> None:
+    with executor(max_workers=4) as pool:
+        concurrent.futures.wait([pool.submit(noop) for _ in range(n)])
+
+
+def short_threads(thread: type[threading.Thread], n: int) -> None:
+    for _ in range(n):
+        worker = thread(target=noop)
+        worker.start()
+        worker.join()
+
+
+def orm_tasks(executor: type[concurrent.futures.ThreadPoolExecutor], n: int, alias: str) -> None:
+    with executor(max_workers=4) as pool:
+        futures = [pool.submit(orm_query, alias) for _ in range(n)]
+        if any(f.result() != 1 for f in futures):
+            raise AssertionError("a task returned the wrong count")
+
+
+class PeakSampler:
+    """Samples the server's connection count from a thread of its own."""
+
+    def __init__(self, alias: str) -> None:
+        from tests.server import probe_for  # noqa: PLC0415
+
+        self.probe = probe_for(alias)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="peak-sampler")
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, self.probe.count())
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def final(self) -> int:
+        """The count once the run is over (a server sees closed sockets a moment late)."""
+        self.__exit__()  # the probe's connection is not for two threads at once
+        deadline = time.monotonic() + 0.5
+        while (count := self.probe.count()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return count
+
+
+def alternate(
+    measurement: Measurement,
+    rounds: int,
+    run: Callable[[str], None],
+    alias: str | None,
+    after_run: Callable[[], None] = lambda: None,
+) -> Measurement:
+    """Time run("ours") and run("stdlib") alternately, *rounds* times each.
+
+    *after_run* runs after each run, outside the timing.
+    """
+    for _ in range(rounds):
+        for side in ("ours", "stdlib"):
+            gc.collect()  # what the previous run left: not part of this one
+            with _sampling(alias) as sampler:
+                started = time.perf_counter()
+                run(side)
+                elapsed = time.perf_counter() - started
+                if sampler is not None:
+                    final = sampler.final()
+                    measurement.peak[side] = max(measurement.peak.get(side, 0), sampler.peak)
+                    measurement.final[side] = final
+            getattr(measurement, side).append(elapsed)
+            after_run()
+    gc.collect()
+    return measurement
+
+
+@contextlib.contextmanager
+def _sampling(alias: str | None) -> Iterator[PeakSampler | None]:
+    if alias is None:
+        yield None
+        return
+    sampler = PeakSampler(alias)
+    try:
+        with sampler:
+            yield sampler
+    finally:
+        sampler.probe.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    label: str
+    max_age: int | None
+    health_checks: bool
+    pool: bool = False
+
+
+SETTINGS = [
+    Setting("CONN_MAX_AGE=None", None, health_checks=False),
+    Setting("CONN_MAX_AGE=None, checks", None, health_checks=True),
+    Setting("CONN_MAX_AGE=60", 60, health_checks=False),
+    Setting("CONN_MAX_AGE=60, checks", 60, health_checks=True),
+    Setting("CONN_MAX_AGE=0", 0, health_checks=False),
+    Setting("CONN_MAX_AGE=0, checks", 0, health_checks=True),
+    Setting("native pool (CONN_MAX_AGE=0)", 0, health_checks=False, pool=True),
+    Setting("native pool (CONN_MAX_AGE=0), checks", 0, health_checks=True, pool=True),
+]
+
+
+@contextlib.contextmanager
+def connection_setting(alias: str, setting: Setting) -> Iterator[None]:
+    from django.db import connections  # noqa: PLC0415
+
+    db = connections.settings[alias]
+    saved = dict(db)
+    db["CONN_MAX_AGE"] = setting.max_age
+    db["CONN_HEALTH_CHECKS"] = setting.health_checks
+    if setting.pool:
+        db["OPTIONS"] = {**db["OPTIONS"], "pool": {"min_size": 4, "max_size": 4}}
+    try:
+        yield
+    finally:
+        if setting.pool:
+            connections[alias].close_pool()  # type: ignore[attr-defined]
+        db.clear()
+        db.update(saved)
+
+
+@contextlib.contextmanager
+def counting_health_checks(alias: str) -> Iterator[list[int]]:
+    """Count the pings Django makes to check connections (its is_usable())."""
+    from django.db import connections  # noqa: PLC0415
+
+    wrapper_class = type(connections[alias])
+    real = wrapper_class.is_usable
+    calls = [0]
+
+    def counted(self: Any) -> bool:
+        calls[0] += 1
+        return bool(real(self))
+
+    wrapper_class.is_usable = counted  # type: ignore[method-assign]
+    try:
+        yield calls
+    finally:
+        wrapper_class.is_usable = real  # type: ignore[method-assign]
+
+
+def _nothing() -> None:
+    pass
+
+
+def _orm_side(
+    executors: dict[str, type[concurrent.futures.ThreadPoolExecutor]],
+    queries: int,
+    vendor: str,
+    side: str,
+) -> None:
+    orm_tasks(executors[side], queries, vendor)
+
+
+def run_suite(vendors: list[str], quick: bool) -> list[Measurement]:
+    from django.db import connections  # noqa: PLC0415
+
+    import django_thread  # noqa: PLC0415
+
+    # Thread start-up time is noisy (the OS schedules them): more rounds there.
+    rounds, thread_rounds = (2, 2) if quick else (9, 21)
+    noops, threads, queries = (2_000, 100, 200) if quick else (20_000, 1_000, 2_000)
+    executors = {
+        "ours": django_thread.ThreadPoolExecutor,
+        "stdlib": concurrent.futures.ThreadPoolExecutor,
+    }
+    thread_classes = {"ours": django_thread.Thread, "stdlib": threading.Thread}
+    results = [
+        alternate(
+            Measurement("no-op tasks", "none", "", noops),
+            rounds,
+            lambda side: noop_tasks(executors[side], noops),
+            None,
+        ),
+        alternate(
+            Measurement("short threads", "none", "", threads),
+            thread_rounds,
+            lambda side: short_threads(thread_classes[side], threads),
+            None,
+        ),
+    ]
+    _report(results[-2:])
+    for vendor in vendors:
+        if vendor == "sqlite":
+            continue  # the issue's DB-bound comparison is about servers
+        for setting in SETTINGS:
+            if setting.pool and vendor != "postgresql":
+                continue
+            with connection_setting(vendor, setting):
+                measurement = alternate(
+                    Measurement("ORM tasks", vendor, setting.label, queries),
+                    rounds,
+                    functools.partial(_orm_side, executors, queries, vendor),
+                    vendor,
+                    # A stdlib worker never gives its pooled connection back (nothing
+                    # closes it), so after one stdlib run the pool is exhausted and
+                    # the next run would wait for its timeout: a fresh pool per run.
+                    after_run=(
+                        connections[vendor].close_pool  # type: ignore[attr-defined]
+                        if setting.pool
+                        else _nothing
+                    ),
+                )
+                if setting.health_checks and not setting.pool:
+                    with counting_health_checks(vendor) as calls:
+                        orm_tasks(django_thread.ThreadPoolExecutor, queries, vendor)
+                    measurement.checks_per_unit = calls[0] / queries
+            results.append(measurement)
+            _report(results[-1:])
+    return results
+
+
+# --- output -----------------------------------------------------------------------------
+
+COLUMNS = (
+    "benchmark",
+    "database",
+    "setting",
+    "units",
+    "ratio",
+    "spread",
+    "ours s",
+    "stdlib s",
+    "peak ours/std",
+    "final ours/std",
+    "checks/unit",
+)
+
+
+def _row(m: Measurement) -> tuple[str, ...]:
+    def pair(d: dict[str, int]) -> str:
+        return f"{d['ours']}/{d['stdlib']}" if d else "-"
+
+    return (
+        m.benchmark,
+        m.database,
+        m.setting or "-",
+        str(m.units),
+        f"{m.ratio:.2f}x",
+        f"{min(m.ratios):.2f}-{max(m.ratios):.2f}",
+        f"{statistics.median(m.ours):.3f}",
+        f"{statistics.median(m.stdlib):.3f}",
+        pair(m.peak),
+        pair(m.final),
+        "-" if m.checks_per_unit is None else f"{m.checks_per_unit:.2f}",
+    )
+
+
+def table(results: list[Measurement], markdown: bool = False) -> str:
+    rows = [COLUMNS, *map(_row, results)]
+    if markdown:
+        lines = ["| " + " | ".join(row) + " |" for row in rows]
+        lines.insert(1, "|" + "|".join(" --- " for _ in COLUMNS) + "|")
+        return "\n".join(lines) + "\n"
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in lines) + "\n"
+
+
+def _report(results: list[Measurement]) -> None:
+    for m in results:
+        print(" | ".join(_row(m)), file=sys.stderr, flush=True)
+
+
+def environment(vendors: list[str]) -> dict[str, Any]:
+    import django  # noqa: PLC0415
+    from django.db import connections  # noqa: PLC0415
+
+    versions = {}
+    for vendor in vendors:
+        conn = connections[vendor]
+        if conn.vendor == "sqlite":
+            import sqlite3  # noqa: PLC0415
+
+            versions[vendor] = f"SQLite {sqlite3.sqlite_version}"
+        else:
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT version()")
+                versions[vendor] = str(cursor.fetchone()[0]).split(" on ")[0]
+            conn.close()
+    return {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
+        "python": platform.python_version(),
+        "django": django.get_version(),
+        "databases": versions,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small and fast: CI's check")
+    parser.add_argument("--databases", default="sqlite,postgresql,mariadb")
+    parser.add_argument("--json", type=Path, default=ROOT / ".bench" / "results.json")
+    parser.add_argument(
+        "--publish", action="store_true", help="also write docs/benchmarks/ (table and chart)"
+    )
+    args = parser.parse_args(argv)
+
+    vendors = configure(args.databases.split(","))
+    results = run_suite(vendors, quick=args.quick)
+    document = {
+        "environment": environment(vendors),
+        "quick": args.quick,
+        "results": [m.as_dict() for m in results],
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(document, indent=2) + "\n")
+    print(table(results))
+    print(f"results written to {args.json}")
+    if args.publish:
+        from tests.benchmark_chart import publish  # noqa: PLC0415
+
+        publish(args.json, ROOT / "docs" / "benchmarks")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
