@@ -1,0 +1,43 @@
+"""Ask the database server how many connections are open: the docs' measuring stick."""
+
+from __future__ import annotations
+
+import time
+
+from tests.server import probe_for
+
+
+def open_connections(alias: str = "default") -> int:
+    """Connections open to *alias*'s database, as the server sees them, once steady.
+
+    PostgreSQL and MariaDB notice a closed socket a few milliseconds late, so this
+    reads until two reads 50 ms apart agree. On SQLite it counts this process's open
+    handles on the database file.
+    """
+    probe = probe_for(alias)
+    try:
+        previous, deadline = probe.count(), time.monotonic() + 2
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            current = probe.count()
+            if current == previous:
+                return current
+            previous = current
+        return previous
+    finally:
+        probe.close()
+
+
+def kill_connections(alias: str = "default") -> int:
+    """Terminate every session on *alias*'s database, as a restart or failover would.
+
+    Returns how many were killed. PostgreSQL and MariaDB only: SQLite has no server.
+    """
+    probe = probe_for(alias)
+    try:
+        sessions = probe.backend_ids()
+        for session in sessions:
+            probe.kill(session)
+        return len(sessions)
+    finally:
+        probe.close()
