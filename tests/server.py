@@ -7,6 +7,7 @@ is never closed by the code under test, and can kill other sessions.
 from __future__ import annotations
 
 import os
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,21 @@ class ServerProbe(ABC):
 
     def count(self) -> int:
         return len(self.backend_ids())
+
+    def steady(self, timeout: float = 2.0) -> int:
+        """The count once two reads 50 ms apart agree (or the last read after *timeout*).
+
+        A server notices a closed client socket a few milliseconds late, so a count taken
+        right after a close may still include it. Baselines are taken with this.
+        """
+        previous, deadline = self.count(), time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            current = self.count()
+            if current == previous:
+                return current
+            previous = current
+        return previous
 
     @abstractmethod
     def kill(self, backend_id: int) -> None:

@@ -31,7 +31,7 @@ def run_threads(cls: type[threading.Thread], count: int) -> None:
 
 @pytest.mark.usefixtures("conn_policy", "no_gc")
 def test_fifty_threads_leave_no_connection_behind(probe: ServerProbe) -> None:
-    baseline = probe.count()
+    baseline = probe.steady()
 
     run_threads(Thread, 50)
 
@@ -42,7 +42,7 @@ def test_fifty_threads_leave_no_connection_behind(probe: ServerProbe) -> None:
 def test_fifty_stdlib_threads_leave_connections_until_gc(probe: ServerProbe) -> None:
     # The same workload with threading.Thread: nothing closes the connections, and
     # the dead threads' connection objects live on in reference cycles.
-    baseline = probe.count()
+    baseline = probe.steady()
 
     run_threads(threading.Thread, 50)
 
@@ -57,7 +57,7 @@ def test_fifty_stdlib_threads_leave_connections_until_gc(probe: ServerProbe) -> 
 
 def test_subclass_overriding_run_is_managed(conn_settings: Any, probe: ServerProbe) -> None:
     conn_settings(max_age=None)
-    baseline = probe.count()
+    baseline = probe.steady()
     results: list[int] = []
 
     class Worker(Thread):
@@ -124,7 +124,7 @@ def test_exception_reaches_excepthook_and_connections_close(
     conn_settings: Any, probe: ServerProbe, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     conn_settings(max_age=None)
-    baseline = probe.count()
+    baseline = probe.steady()
     hooked: list[threading.ExceptHookArgs] = []
     monkeypatch.setattr(threading, "excepthook", hooked.append)
 
@@ -149,7 +149,7 @@ def test_cleanup_failure_is_logged_and_does_not_replace_the_exception(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     conn_settings(max_age=None)
-    baseline = probe.count()
+    baseline = probe.steady()
     real_close = BaseDatabaseWrapper.close
 
     def close_then_fail(self: BaseDatabaseWrapper) -> None:

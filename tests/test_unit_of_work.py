@@ -50,7 +50,7 @@ def test_decorator_runs_a_unit_per_call_in_a_third_party_pool(
     conn_settings: Any, probe: ServerProbe
 ) -> None:
     conn_settings(max_age=0)
-    baseline = probe.count()
+    baseline = probe.steady()
 
     @unit_of_work()
     def task(i: int) -> int:
@@ -66,7 +66,7 @@ def test_decorator_runs_a_unit_per_call_in_a_third_party_pool(
 
 def test_with_asyncio_to_thread(conn_settings: Any, probe: ServerProbe) -> None:
     conn_settings(max_age=0)
-    baseline = probe.count()
+    baseline = probe.steady()
 
     @unit_of_work()
     def count_notes() -> int:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from tests.server import probe_for
 
 
@@ -16,14 +14,7 @@ def open_connections(alias: str = "default") -> int:
     """
     probe = probe_for(alias)
     try:
-        previous, deadline = probe.count(), time.monotonic() + 2
-        while time.monotonic() < deadline:
-            time.sleep(0.05)
-            current = probe.count()
-            if current == previous:
-                return current
-            previous = current
-        return previous
+        return probe.steady()
     finally:
         probe.close()
 
