@@ -27,29 +27,45 @@ def _label(result: dict[str, Any]) -> str:
     return f"{result['database']}: {result['setting']}"
 
 
+def _pair(counts: dict[str, int] | None) -> str:
+    return f"{counts['ours']} / {counts['stdlib']}" if counts else "-"
+
+
 def markdown(document: dict[str, Any]) -> str:
+    """One table per group (no database; each database), narrow enough to read."""
     env = document["environment"]
     lines = [
         f"Measured {env['date']} on {env['machine']}; Python {env['python']}, "
         f"Django {env['django']}; "
         + ", ".join(f"{name}: {version}" for name, version in env["databases"].items())
         + ".",
-        "",
-        "| benchmark | database | setting | units | ours / stdlib (median) | spread "
-        "| target | peak connections ours / stdlib | left after shutdown ours / stdlib "
-        "| health checks per unit |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    groups: dict[str, list[dict[str, Any]]] = {}
     for r in document["results"]:
-        target = TARGETS.get((r["benchmark"], r["setting"]))
-        peak = f"{r['peak']['ours']} / {r['peak']['stdlib']}" if r["peak"] else "-"
-        final = f"{r['final']['ours']} / {r['final']['stdlib']}" if r["final"] else "-"
-        checks = "-" if r["checks_per_unit"] is None else f"{r['checks_per_unit']:.2f}"
-        lines.append(
-            f"| {r['benchmark']} | {r['database']} | {r['setting'] or '-'} | {r['units']} "
-            f"| **{r['ratio']:.2f}x** | {r['ratio_min']:.2f}-{r['ratio_max']:.2f} "
-            f"| {f'≤ {target:.2f}x' if target else '-'} | {peak} | {final} | {checks} |"
-        )
+        groups.setdefault(r["database"], []).append(r)
+    for database, results in groups.items():
+        if database == "none":
+            title, first = "Overhead, no database touched", "benchmark"
+        else:
+            title, first = f"{results[0]['units']:,} ORM tasks on {database}", "setting"
+        lines += [
+            "",
+            f"**{title}**",
+            "",
+            f"| {first} | ours / stdlib | spread | target | peak connections "
+            "| left after shutdown | health checks per unit |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in results:
+            target = TARGETS.get((r["benchmark"], r["setting"]))
+            name = f"{r['units']:,} {r['benchmark']}" if database == "none" else r["setting"]
+            checks = "-" if r["checks_per_unit"] is None else f"{r['checks_per_unit']:.2f}"
+            lines.append(
+                f"| {name} | **{r['ratio']:.2f}x** | {r['ratio_min']:.2f}-{r['ratio_max']:.2f} "
+                f"| {f'≤ {target:.2f}x' if target else '-'} | {_pair(r['peak'])} "
+                f"| {_pair(r['final'])} | {checks} |"
+            )
+    lines += ["", "Connection counts read ours / stdlib."]
     return "\n".join(lines) + "\n"
 
 
@@ -61,13 +77,14 @@ def chart(document: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     results = document["results"]
-    labels = [_label(r) for r in results]
+    counted = [r for r in results if r["peak"]]  # the no-op runs open no connection
+    # Stacked, not side by side: the docs column is narrow, and one label per row
+    # must stay readable there.
     figure, (ratios, conns) = plt.subplots(
-        1,
         2,
-        figsize=(13, 0.42 * len(results) + 1.6),
-        sharey=True,
-        gridspec_kw={"width_ratios": [3, 2]},
+        1,
+        figsize=(9, 0.3 * len(results) + 0.55 * len(counted) + 3),
+        gridspec_kw={"height_ratios": [0.3 * len(results), 0.55 * len(counted)]},
     )
     ys = range(len(results))
     ratios.barh(
@@ -84,17 +101,19 @@ def chart(document: dict[str, Any], path: Path) -> None:
         target = TARGETS.get((r["benchmark"], r["setting"]))
         if target:
             ratios.plot([target, target], [y - 0.4, y + 0.4], color="#d8453b", lw=2)
-        ratios.text(r["ratio_max"] + 0.05, y, f"{r['ratio']:.2f}x", va="center", fontsize=8)
+        ratios.text(r["ratio_max"] + 0.05, y, f"{r['ratio']:.2f}x", va="center", fontsize=9)
     ratios.axvline(1.0, color="black", lw=0.8)
     ratios.set_xscale("log")
     ticks = [0.5, 0.75, 1, 1.5, 2, 3, 5, 8]
     ratios.set_xticks(ticks, [f"{t:g}x" for t in ticks])
     ratios.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ratios.set_xlabel("time, django_thread / stdlib (median of rounds; bar: spread; red: target)")
-    ratios.set_yticks(list(ys), labels, fontsize=8)
+    ratios.set_xlabel("median of rounds; black bar: spread; red mark: target")
+    ratios.set_yticks(list(ys), [_label(r) for r in results], fontsize=9)
     ratios.invert_yaxis()
+    ratios.set_title("Time: django-thread / stdlib", fontsize=11)
 
     height = 0.2
+    cys = range(len(counted))
     for offset, (key, side, color) in enumerate(
         [
             ("peak", "ours", "#3b7dd8"),
@@ -103,18 +122,19 @@ def chart(document: dict[str, Any], path: Path) -> None:
             ("final", "stdlib", "#d8453b"),
         ]
     ):
-        conns.barh(
-            [y - 0.3 + offset * height for y in ys],
-            [r[key].get(side, 0) if r[key] else 0 for r in results],
-            height=height,
-            color=color,
-            label=f"{key} connections, {side}",
-        )
-    conns.set_xlabel("server-side connections during / after each run")
-    conns.legend(fontsize=7, loc="lower right")
-    figure.suptitle("django-thread vs the stdlib", fontsize=11)
+        positions = [y - 0.3 + offset * height for y in cys]
+        values = [r[key][side] for r in counted]
+        conns.barh(positions, values, height=height, color=color, label=f"{key}, {side}")
+        for position, value in zip(positions, values, strict=True):
+            # A zero bar is invisible: the number says it.
+            conns.text(value + 0.05, position, str(value), va="center", fontsize=7)
+    conns.set_yticks(list(cys), [_label(r) for r in counted], fontsize=9)
+    conns.invert_yaxis()
+    conns.set_xlabel("connections the server lists: peak during the run, left after shutdown")
+    conns.legend(fontsize=8, ncols=4, loc="upper center", bbox_to_anchor=(0.5, -0.05))
+    conns.set_title("Server-side connections", fontsize=11)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=120)
     plt.close(figure)
 
 
