@@ -9,7 +9,13 @@ import warnings
 from typing import Any
 
 import pytest
-from django.db import DatabaseError, close_old_connections, connection, transaction
+from django.db import (
+    DatabaseError,
+    close_old_connections,
+    connection,
+    connections,
+    transaction,
+)
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from django_thread import Thread
@@ -52,6 +58,39 @@ def test_fifty_stdlib_threads_leave_connections_until_gc(probe: ServerProbe) -> 
         import gc  # noqa: PLC0415
 
         gc.collect()
+    assert settle(probe, baseline) == baseline
+
+
+@pytest.mark.usefixtures("no_gc")
+@pytest.mark.parametrize(
+    ("cls", "left"), [(Thread, 0), (threading.Thread, 1)], ids=["django_thread", "stdlib"]
+)
+def test_unregistered_wrappers_are_closed_too(
+    conn_settings: Any, probe: ServerProbe, cls: type[threading.Thread], left: int
+) -> None:
+    # Some multi-tenant code builds wrappers with connections.create_connection()
+    # and never registers them; connections.all() cannot see those, but they still
+    # announce themselves with connection_created when they connect.
+    conn_settings(max_age=None)
+    baseline = probe.steady()
+    wrappers: list[BaseDatabaseWrapper] = []
+
+    def tenant_query() -> None:
+        wrapper = connections.create_connection("default")
+        wrappers.append(wrapper)
+        with wrapper.cursor() as cursor:
+            cursor.execute("SELECT 1")
+
+    thread = cls(target=tenant_query)
+    thread.start()
+    thread.join()
+
+    assert settle(probe, baseline + left, timeout=1.0) == baseline + left
+    wrapper = wrappers[0]
+    assert (wrapper.connection is None) is (left == 0)
+    if wrapper.connection is not None:  # the stdlib's: nothing else closes it before gc
+        wrapper.inc_thread_sharing()
+        wrapper.close()
     assert settle(probe, baseline) == baseline
 
 
