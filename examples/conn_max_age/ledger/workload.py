@@ -107,6 +107,20 @@ class Monitor:
             time.sleep(0.02)
         return count
 
+    def steady(self, timeout: float = 2.0) -> int:
+        """The count once two reads 50 ms apart agree.
+
+        Sessions closed just before (this thread's, an earlier run's) may still be
+        listed for a few milliseconds: a baseline must not include them.
+        """
+        previous, deadline = self.count(), time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            if (current := self.count()) == previous:
+                return current
+            previous = current
+        return previous
+
     def close(self) -> None:
         self.db.close()
 
@@ -180,7 +194,7 @@ def run(
     monitor = Monitor()
     tally = Tally()
     connection.close()  # the main thread takes no part: count only the workload's
-    baseline = monitor.count()
+    baseline = monitor.steady()
 
     def guarded(fn: Callable[[], object]) -> Callable[[], None]:
         def unit() -> None:

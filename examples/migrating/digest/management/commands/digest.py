@@ -61,7 +61,7 @@ def run(send_digests: Any, start_poller: Any, ids: list[int], idle: float) -> tu
     """Three bursts of digests and a poller, idle in between; failures and leftovers."""
     sessions = SessionCounter()
     connection.close()  # count only the app's threads
-    baseline = sessions.count()
+    baseline = sessions.steady()
 
     failures: list[str] = []
     gc.disable()  # GC timing is luck: do not let it close leaked connections for us
@@ -135,6 +135,20 @@ class SessionCounter:
         while (count := self.count()) != expected and time.monotonic() < deadline:
             time.sleep(0.02)
         return count
+
+    def steady(self, timeout: float = 2.0) -> int:
+        """The count once two reads 50 ms apart agree.
+
+        Sessions closed just before (this thread's, an earlier run's) may still be
+        listed for a few milliseconds: a baseline must not include them.
+        """
+        previous, deadline = self.count(), time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            if (current := self.count()) == previous:
+                return current
+            previous = current
+        return previous
 
     def close(self) -> None:
         self.db.close()
