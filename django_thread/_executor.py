@@ -133,24 +133,27 @@ class _WorkerQueue(queue.SimpleQueue[Any]):
         self.workers = threading.local()
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
-        mine = getattr(self.workers, "mine", False)
-        if mine:
-            end_unit()  # before waiting: the previous unit, if any, is over
-        item = super().get(block, timeout)
-        if mine:
-            _begin_or_exit(item)
+        # Once per task on 3.11 (the only way its workers take work), and when a
+        # worker goes idle on 3.12+. A thread with no connection open has nothing to
+        # tidy, begin or close, and cannot open one while it waits: two lookups.
+        if not (getattr(_opened, "wrappers", None) and getattr(self.workers, "mine", False)):
+            return _simple_get(self, block, timeout)
+        end_unit()  # before waiting: the previous unit is over
+        item = _simple_get(self, block, timeout)
+        _begin_or_exit(item)
         return item
 
     def get_nowait(self) -> Any:
         # The busy path (3.12+), once per task: keep the common case to two lookups.
         # A thread with no connection open has nothing to tidy or close.
-        item = _simple_get_nowait(self)  # not super(): this runs once per task
+        item = _simple_get_nowait(self)  # not super(): this is the per-task path
         if getattr(_opened, "wrappers", None) and getattr(self.workers, "mine", False):
             end_unit()
             _begin_or_exit(item)
         return item
 
 
+_simple_get = queue.SimpleQueue.get
 _simple_get_nowait = queue.SimpleQueue.get_nowait
 
 
