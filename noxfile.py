@@ -163,11 +163,13 @@ def docs_tests(session: nox.Session, database: str) -> None:
     )
 
 
-@nox.session(python=None)
+@nox.session(python=PYTHONS)
 def bench(session: nox.Session) -> None:
     """Benchmarks against the stdlib; `-- --quick` for CI's few-second check.
 
-    `nox -s bench -- --publish` reruns the full suite and regenerates docs/benchmarks/.
+    One session per Python, since the per-task overhead differs between them.
+    `nox -s bench-3.12 -- --publish` reruns the full suite and regenerates
+    docs/benchmarks/ (the docs publish Python 3.12's).
     """
     install_for(session, "mariadb", *group("postgresql"), *group("bench"))
     session.run("python", "-m", "tests.benchmark", *session.posargs)

@@ -141,9 +141,25 @@ def short_threads(thread: type[threading.Thread], n: int) -> None:
         worker.join()
 
 
-def orm_tasks(executor: type[concurrent.futures.ThreadPoolExecutor], n: int, alias: str) -> None:
+def orm_query_like_a_request(alias: str) -> int:
+    """orm_query() wrapped the way Django wraps a view: close_old_connections() around it."""
+    from django.db import close_old_connections  # noqa: PLC0415
+
+    close_old_connections()
+    try:
+        return orm_query(alias)
+    finally:
+        close_old_connections()
+
+
+def orm_tasks(
+    executor: type[concurrent.futures.ThreadPoolExecutor],
+    n: int,
+    alias: str,
+    task: Callable[[str], int] = orm_query,
+) -> None:
     with executor(max_workers=4) as pool:
-        futures = [pool.submit(orm_query, alias) for _ in range(n)]
+        futures = [pool.submit(task, alias) for _ in range(n)]
         if any(f.result() != 1 for f in futures):
             raise AssertionError("a task returned the wrong count")
 
@@ -227,6 +243,9 @@ class Setting:
     max_age: int | None
     health_checks: bool
     pool: bool = False
+    # The stdlib side's tasks tidy like a request (close_old_connections() around
+    # each): what a hand-written pool that follows Django's rules would pay.
+    stdlib_like_requests: bool = False
 
 
 SETTINGS = [
@@ -238,6 +257,13 @@ SETTINGS = [
     Setting("CONN_MAX_AGE=0, checks", 0, health_checks=True),
     Setting("native pool (CONN_MAX_AGE=0)", 0, health_checks=False, pool=True),
     Setting("native pool (CONN_MAX_AGE=0), checks", 0, health_checks=True, pool=True),
+    Setting(
+        "native pool, stdlib tidying like a request",
+        0,
+        health_checks=False,
+        pool=True,
+        stdlib_like_requests=True,
+    ),
 ]
 
 
@@ -288,9 +314,12 @@ def _orm_side(
     executors: dict[str, type[concurrent.futures.ThreadPoolExecutor]],
     queries: int,
     vendor: str,
+    setting: Setting,
     side: str,
 ) -> None:
-    orm_tasks(executors[side], queries, vendor)
+    like_requests = side == "stdlib" and setting.stdlib_like_requests
+    task = orm_query_like_a_request if like_requests else orm_query
+    orm_tasks(executors[side], queries, vendor, task)
 
 
 def run_suite(vendors: list[str], quick: bool) -> list[Measurement]:
@@ -331,7 +360,7 @@ def run_suite(vendors: list[str], quick: bool) -> list[Measurement]:
                 measurement = alternate(
                     Measurement("ORM tasks", vendor, setting.label, queries),
                     rounds,
-                    functools.partial(_orm_side, executors, queries, vendor),
+                    functools.partial(_orm_side, executors, queries, vendor, setting),
                     vendor,
                     # A stdlib worker never gives its pooled connection back (nothing
                     # closes it), so after one stdlib run the pool is exhausted and
