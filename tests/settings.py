@@ -7,7 +7,8 @@ The database comes from the environment, so one test suite runs on all three:
     DJANGO_THREAD_TEST_DB=mariadb      mysqlclient, 127.0.0.1:3306, user root
 
 Host, port, user and password can be changed with DJANGO_THREAD_TEST_HOST, _PORT,
-_USER and _PASSWORD. SQLite is file-based on purpose: Django ignores close() on an
+_USER and _PASSWORD; DJANGO_THREAD_TEST_PREFIX prefixes every database name, so that two
+runs on one server (two checkouts, two helpers) do not share test databases. SQLite is file-based on purpose: Django ignores close() on an
 in-memory SQLite database, so closing could not be observed there.
 """
 
@@ -26,8 +27,12 @@ INSTALLED_APPS = ["tests.testapp"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 
+PREFIX = os.environ.get("DJANGO_THREAD_TEST_PREFIX", "")
+
+
 def database(name: str, vendor: str = VENDOR) -> dict[str, Any]:
     """The settings for database *name* on *vendor* (the benchmarks use it too)."""
+    name = PREFIX + name
     if vendor == "sqlite":
         return {
             "ENGINE": "django.db.backends.sqlite3",
