@@ -75,12 +75,12 @@ class ThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
         thread_name_prefix: str = "",
         initializer: Callable[..., object] | None = None,
         initargs: tuple[Any, ...] = (),
-        **kwargs: Any,  # whatever newer Pythons add, passed through untouched
+        **ctxkwargs: Any,  # 3.14+: prepare_context()'s keywords, named as the stdlib names them
     ) -> None:
         work_queue = _WorkerQueue()
         if initializer is None or callable(initializer):  # else: the stdlib's TypeError
             initializer = functools.partial(_start_worker, work_queue, initializer)
-        super().__init__(max_workers, thread_name_prefix, initializer, initargs, **kwargs)
+        super().__init__(max_workers, thread_name_prefix, initializer, initargs, **ctxkwargs)
         # The one private detail we rely on; see _WorkerQueue. The queue is made in
         # __init__ and first used by the first submit(), so swapping it now is safe.
         # tests/test_parity.py checks the stdlib still works this way, on every Python.
