@@ -1,197 +1,370 @@
-"""What happens to a thread's Django database connections, and when.
+"""The connection policy: what happens to a thread's Django connections, and when.
 
 Django looks after connections only around HTTP requests: ``request_started`` and
 ``request_finished`` both call :func:`django.db.close_old_connections`, which lets
 ``CONN_MAX_AGE`` and ``CONN_HEALTH_CHECKS`` do their work. This module applies the
-same policy to units of work in other threads, plus the one thing a request never
+same policy to *units of work* in other threads, and adds what a request never
 needs: closing everything when the thread itself ends.
 
-Every function here acts on the *calling* thread's connections only, because
-``django.db.connections`` is thread-local. Callers must therefore run them in the
-worker thread, never in the thread that started or submitted the work.
+The rules, each a small function below:
+
+- **Outer units tidy, inner units don't.** A pool task, a Django request and the
+  outermost ``unit_of_work`` in a thread are outer units. A unit entered inside one of
+  them changes nothing: the caller's connection, transaction and query log are the
+  caller's (:func:`enter_unit`).
+- **Never touch a transaction the unit did not open.** Connections in ``atomic()`` or
+  with autocommit off when an outer unit begins belong to its caller; the unit leaves
+  them alone at both ends (:func:`begin_unit`, :func:`end_unit`).
+- **A transaction the unit opened and left open is rolled back and its connection
+  closed,** with an ERROR naming the unit, as the end of a request drops it: it is never
+  handed to the next unit (:func:`_drop_left_open`).
+- **At thread exit, close everything** the thread opened, whatever ``CONN_MAX_AGE``
+  says, except connections shared with other threads (:func:`close_thread_connections`).
+  Our threads do it as their last step; any other thread that ran a unit of work, or
+  any thread at all when the ``django_thread`` app is installed, does it as its
+  thread-local state is torn down (:meth:`_ThreadRecord.__del__`).
+
+Every function acts on the *calling* thread's connections only, because
+``django.db.connections`` is thread-local: nothing here runs in the thread that
+started or submitted the work.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
+import sys
 import threading
-from collections.abc import Iterable
+import weakref
+from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from contextlib import ContextDecorator
-from types import TracebackType
-from typing import Any
+from types import FrameType, TracebackType
+from typing import Any, TypeVar, cast, overload
 
+from django.apps import apps
+from django.core.signals import request_finished, request_started
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 
 logger = logging.getLogger("django_thread")
 
-
-# The connections each thread has opened (id -> wrapper), kept up to date by the
-# connection_created signal. Asking Django for a thread's connections
-# (connections.all()) costs microseconds per alias, as much as a small task itself;
-# this answers "none" for free in the common case of a thread that has not touched
-# the database. It is complete for threads born after this module was imported
-# (ours); unit_of_work() adopts, once, what an older thread opened before.
-_opened = threading.local()
+CHECKS_URL = "https://django-thread.readthedocs.io/en/latest/reference/checks.html"
 
 
-# Flags set on a threading.Thread object: cheaper to read than a thread-local, which
-# costs its first-touch set-up in every thread that reads it.
-_MANAGED = "_django_thread_managed"  # it runs units of work for us
-_CONNECTED = "_django_thread_connected"  # it has opened a connection
+class _ThreadRecord:
+    """Everything django_thread knows about one thread, kept in a thread-local."""
+
+    __slots__ = (
+        "aliases_seen",
+        "close_at_exit",
+        "depth",
+        "in_pool",
+        "item",
+        "managed",
+        "requests",
+        "task_queue",
+        "units",
+        "wrappers",
+    )
+
+    def __init__(self) -> None:
+        # id -> weak reference to each wrapper this thread connected. Weak, so that a
+        # wrapper the user dropped is freed as without us (gc.collect() closes it).
+        self.wrappers: dict[int, weakref.ref[BaseDatabaseWrapper]] = {}
+        self.depth = 0  # unit_of_work blocks open in this thread
+        self.units: list[set[int] | None] = []  # per block: outer (callers' ids) or inner
+        self.requests = 0  # Django requests in progress in this thread
+        self.close_at_exit = False
+        self.managed = False  # one of our threads or pool workers
+        self.in_pool = False  # a pool worker: everything it runs is inside a task
+        # The pool queue whose worker loop this thread runs, None while it drains a
+        # queue in shutdown(): only the worker loop's own reads mark unit boundaries.
+        self.task_queue: object | None = None
+        self.item: Any = None  # the pool task running now, to name it in errors
+        self.aliases_seen: set[str] = set()
+
+    def connected(self) -> list[BaseDatabaseWrapper]:
+        """The wrappers this thread opened that are still alive, forgetting the rest."""
+        alive = []
+        for key, ref in list(self.wrappers.items()):
+            conn = ref()
+            if conn is None or conn.connection is None:
+                del self.wrappers[key]  # freed, or closed: connecting again re-adds it
+            else:
+                alive.append(conn)
+        return alive
+
+
+class _ThreadExit:
+    """Closes a thread's connections when the thread ends.
+
+    It lives in a thread-local and nowhere else, so CPython drops it when the thread
+    ends, in that thread, before ``join()`` returns: its ``__del__`` is our thread-exit
+    hook for threads we did not create. (The record itself may outlive the thread, say
+    in a traceback's frame, so it cannot be the hook.)
+    """
+
+    __slots__ = ("rec",)
+
+    def __init__(self, rec: _ThreadRecord) -> None:
+        self.rec = rec
+
+    def __del__(self) -> None:
+        # The thread is ending, or the interpreter is. Django's own thread-local may
+        # already be gone, which is why the wrappers are ours to find.
+        rec = self.rec
+        if rec.close_at_exit and rec.wrappers and not sys.is_finalizing():
+            close_thread_connections(rec)
+
+
+_local = threading.local()
+
+
+def record() -> _ThreadRecord:
+    """The calling thread's record, made on first use."""
+    try:
+        rec: _ThreadRecord = _local.record
+    except AttributeError:
+        rec = _local.record = _ThreadRecord()
+        _local.exit = _ThreadExit(rec)
+        # Adopt what this thread opened before django_thread was imported.
+        for conn in connections.all(initialized_only=True):
+            if conn.connection is not None:
+                rec.wrappers[id(conn)] = weakref.ref(conn)
+    return rec
+
+
+def current_record() -> _ThreadRecord | None:
+    """The calling thread's record if it has one: the cheap question for hot paths."""
+    return getattr(_local, "record", None)
+
+
+def _app_installed() -> bool:
+    return apps.apps_ready and apps.is_installed("django_thread")
 
 
 def _remember(sender: object, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
     # connection_created is sent from connect(), in the thread that connects.
-    try:
-        _opened.wrappers[id(connection)] = connection
-    except AttributeError:  # this thread's first connection
-        _opened.wrappers = {id(connection): connection}
-    thread = threading.current_thread()
-    setattr(thread, _CONNECTED, True)
-    if getattr(thread, _MANAGED, False):
-        _advise_on_reconnects(connection)
-
-
-def has_connected(thread: threading.Thread) -> bool:
-    """Whether *thread* has ever opened a database connection."""
-    return bool(getattr(thread, _CONNECTED, False))
-
-
-_advised: set[str] = set()
-
-
-def _advise_on_reconnects(connection: BaseDatabaseWrapper) -> None:
-    """Say once per alias when CONN_MAX_AGE = 0 makes our threads connect per unit.
-
-    Correct, and Django's default, but each unit of work then pays a connect (several
-    times the cost of a small query): threaded work wants persistent connections with
-    health checks, or Django's native pool.
-    """
-    seen: set[str] = _opened.__dict__.setdefault("aliases", set())
-    alias = connection.alias
-    settings = connection.settings_dict
-    if (
-        alias in seen
-        and alias not in _advised
-        and settings["CONN_MAX_AGE"] == 0
-        and not settings["OPTIONS"].get("pool")
-    ):
-        _advised.add(alias)
-        logger.warning(
-            "django_thread: database %r has CONN_MAX_AGE = 0, so every unit of work in "
-            "a thread opens a new connection. For threaded work, set CONN_MAX_AGE "
-            "(e.g. None) with CONN_HEALTH_CHECKS = True, or use Django's native "
-            "PostgreSQL pool. See the django-thread docs on choosing these settings.",
-            alias,
-        )
-    seen.add(alias)
-
-
-def mark_managed(thread: threading.Thread) -> None:
-    """Note that *thread* runs units of work for django_thread."""
-    setattr(thread, _MANAGED, True)
+    rec = record()
+    rec.connected()  # forget what was freed or closed, so nothing piles up
+    rec.wrappers[id(connection)] = weakref.ref(connection)
+    if not rec.close_at_exit and _app_installed():
+        rec.close_at_exit = True
+    if rec.managed:
+        _advise_on_reconnects(rec, connection)
 
 
 connection_created.connect(_remember, weak=False, dispatch_uid="django_thread")
 
 
-def _adopt_earlier_connections() -> None:
-    """Take in connections this thread opened before we were listening."""
-    if not getattr(_opened, "adopted", False):
-        for conn in connections.all(initialized_only=True):
-            _remember(None, conn)
-        _opened.adopted = True
+def _request_started(sender: object, **kwargs: Any) -> None:
+    record().requests += 1
 
 
-def begin_unit() -> None:
-    """Prepare this thread's connections for a unit of work, as a request start does."""
-    wrappers: dict[int, BaseDatabaseWrapper] | None = getattr(_opened, "wrappers", None)
-    if wrappers:  # a thread that never connected has nothing to tidy
-        for conn in wrappers.values():
-            conn.queries_log.clear()  # what reset_queries() does
-        _close_old_connections(wrappers.values())
+def _request_finished(sender: object, **kwargs: Any) -> None:
+    rec = current_record()
+    if rec is not None and rec.requests:
+        rec.requests -= 1
 
 
-def end_unit() -> None:
-    """Tidy this thread's connections after a unit of work, as a request finish does."""
-    wrappers: dict[int, BaseDatabaseWrapper] | None = getattr(_opened, "wrappers", None)
-    if wrappers:
-        _close_old_connections(wrappers.values())
-        # Forget the ones now closed (CONN_MAX_AGE = 0, broken), so that a thread
-        # whose connections are all closed takes the free path again; connecting
-        # anew puts them back. Their query log is what reset_queries() would clear.
-        for key, conn in list(wrappers.items()):
-            if conn.connection is None:
-                conn.queries_log.clear()
-                del wrappers[key]
+# A request is an outer unit (Django tidies around it): a unit_of_work inside a view
+# must leave the request's connections and query log alone.
+request_started.connect(_request_started, weak=False, dispatch_uid="django_thread")
+request_finished.connect(_request_finished, weak=False, dispatch_uid="django_thread")
 
 
-def close_thread_connections() -> None:
-    """Close every connection this thread opened, whatever ``CONN_MAX_AGE`` says.
+_advised: set[str] = set()
+_advised_lock = threading.Lock()  # check-then-add, safe without the GIL too
 
-    Called when a thread or pool worker ends. ``close_old_connections()`` is not
-    enough there: it keeps young persistent connections open, and once the thread
-    is gone nobody can reuse them. Django's connection objects sit in reference
-    cycles, so their sockets would stay open until the cyclic garbage collector
-    happens to run.
+
+def _advise_on_reconnects(rec: _ThreadRecord, connection: BaseDatabaseWrapper) -> None:
+    """Say once per alias when CONN_MAX_AGE = 0 makes our threads connect per unit.
+
+    Correct, and Django's default, but each unit of work then pays a connect (several
+    times the cost of a small query): threaded work wants persistent connections with
+    health checks, or Django's native pool. The system check W001 says the same at
+    start-up when the app is installed.
     """
-    wrappers: dict[int, BaseDatabaseWrapper] = getattr(_opened, "wrappers", {})
-    for conn in wrappers.values():
+    alias = connection.alias
+    settings = connection.settings_dict
+    reconnect = alias in rec.aliases_seen
+    rec.aliases_seen.add(alias)
+    if not reconnect or settings["CONN_MAX_AGE"] != 0 or settings["OPTIONS"].get("pool"):
+        return
+    with _advised_lock:
+        if alias in _advised:
+            return
+        _advised.add(alias)
+    logger.warning(
+        "django_thread: database %r has CONN_MAX_AGE = 0, so every unit of work in a "
+        "thread opens a new connection (django_thread.W001). For threaded work, set "
+        "CONN_MAX_AGE = None with CONN_HEALTH_CHECKS = True, or use Django's native "
+        "PostgreSQL pool; behind PgBouncer in transaction mode, 0 is right. "
+        "See %s#django-thread-w001",
+        alias,
+        CHECKS_URL,
+    )
+
+
+def mark_managed(rec: _ThreadRecord) -> None:
+    """Note that the calling thread is one of ours: it closes everything as it ends."""
+    rec.managed = True
+    rec.close_at_exit = True
+
+
+# --- units of work -------------------------------------------------------------------
+
+
+def in_transaction(conn: BaseDatabaseWrapper) -> bool:
+    """Whether *conn* is inside ``atomic()`` or has autocommit turned off.
+
+    Django's close_if_unusable_or_obsolete() closes such a connection ("autocommit
+    differs from the setting"), which silently loses the transaction.
+    """
+    return conn.in_atomic_block or (
+        conn.connection is not None and conn.autocommit != conn.settings_dict["AUTOCOMMIT"]
+    )
+
+
+def is_inner(rec: _ThreadRecord) -> bool:
+    """Whether a unit entered now sits inside another one, and so changes nothing."""
+    return bool(rec.depth or rec.requests or rec.in_pool)
+
+
+def begin_unit(rec: _ThreadRecord) -> set[int]:
+    """Prepare this thread's connections for an outer unit, as a request start does.
+
+    Returns the ids of the connections left alone because they are inside a
+    transaction someone else opened: the unit's end must leave them alone too.
+    """
+    callers: set[int] = set()
+    for conn in rec.connected():
+        if in_transaction(conn):
+            callers.add(id(conn))
+            continue
+        if not conn.force_debug_cursor:  # CaptureQueriesContext / assertNumQueries
+            conn.queries_log.clear()  # what reset_queries() does
+        _close_if_unusable_or_obsolete(conn)
+    return callers
+
+
+def end_unit(
+    rec: _ThreadRecord, describe: Callable[[], str], callers: AbstractSet[int] = frozenset()
+) -> None:
+    """Tidy this thread's connections after an outer unit, as a request finish does.
+
+    *describe* names the unit, for the error about a transaction it left open.
+    """
+    for conn in rec.connected():
+        if id(conn) in callers:
+            continue
+        if in_transaction(conn):
+            _drop_left_open(conn, describe())
+        else:
+            _close_if_unusable_or_obsolete(conn)
+    rec.connected()  # forget the ones now closed: the free path is "no wrappers"
+
+
+def _close_if_unusable_or_obsolete(conn: BaseDatabaseWrapper) -> None:
+    # What close_old_connections() does per connection, except that one failure does
+    # not stop the others and never raises: cleanup must not replace the unit's own
+    # result or exception.
+    try:
+        conn.close_if_unusable_or_obsolete()
+    except Exception:
+        logger.exception("django_thread: closing database connection %r failed", conn.alias)
+
+
+def _drop_left_open(conn: BaseDatabaseWrapper, what: str) -> None:
+    """Roll back and close a transaction *what* opened and never ended.
+
+    Nobody can commit it any more: handing the connection on would make the next unit's
+    writes part of it, all lost when it is finally rolled back. Django's request end
+    drops such a connection silently; we say so.
+    """
+    logger.error(
+        "django_thread: %s ended with a transaction open on database %r; it was "
+        "rolled back and the connection closed. Close every atomic() block, and "
+        "restore autocommit after set_autocommit(False).",
+        what,
+        conn.alias,
+    )
+    # Forget the abandoned atomic() blocks so that close() really closes (inside
+    # atomic() Django only marks the connection) and the next connect() starts clean.
+    conn.in_atomic_block = False
+    conn.atomic_blocks = []
+    conn.savepoint_ids = []
+    conn.needs_rollback = False
+    conn.closed_in_transaction = False
+    try:
+        conn.close()  # the server rolls back what the session had not committed
+    except Exception:
+        logger.exception("django_thread: closing database connection %r failed", conn.alias)
+
+
+def close_thread_connections(rec: _ThreadRecord | None = None, *, sweep: bool = False) -> None:
+    """Close every connection the calling thread opened, whatever ``CONN_MAX_AGE`` says.
+
+    Called as a thread or pool worker ends. ``close_old_connections()`` is not enough
+    there: it keeps young persistent connections open, and once the thread is gone
+    nobody can reuse them. Django's connection objects sit in reference cycles, so their
+    sockets would stay open until the cyclic garbage collector happens to run.
+
+    *sweep* also closes Django's registered wrappers that never announced themselves: a
+    connect() whose set-up failed after the socket opened sends no connection_created.
+    Only a live thread can sweep (Django's thread-local may be gone in ``__del__``).
+    """
+    rec = rec if rec is not None else current_record()
+    found = rec.connected() if rec is not None else []
+    if sweep:
+        seen = {id(conn) for conn in found}
+        found += [
+            conn
+            for conn in connections.all(initialized_only=True)
+            if conn.connection is not None and id(conn) not in seen
+        ]
+    ident = threading.get_ident()
+    for conn in found:
+        # Shared with other threads (LiveServerThread, share_connections()), or not
+        # this thread's at all: the owner closes it.
+        if conn.allow_thread_sharing or getattr(conn, "_thread_ident", ident) != ident:
+            continue
+        if in_transaction(conn):
+            _drop_left_open(conn, "a thread")
+            continue
         try:
             conn.close()
         except Exception:
             logger.exception("django_thread: closing database connection %r failed", conn.alias)
-    wrappers.clear()
+    if rec is not None:
+        rec.wrappers.clear()
 
 
-def _close_old_connections(wrappers: Iterable[BaseDatabaseWrapper]) -> None:
-    # django.db.close_old_connections(), with two differences:
-    # - A connection inside an atomic block is left alone. Django's
-    #   close_if_unusable_or_obsolete() closes it (autocommit differs from the
-    #   setting inside atomic()), and Atomic.__exit__ then skips the commit: the
-    #   transaction is silently lost. This matters for unit_of_work() used inside
-    #   the caller's own atomic().
-    # - One alias failing to close does not stop the others, and never raises:
-    #   cleanup must not replace the unit's own result or exception.
-    for conn in wrappers:
-        if conn.in_atomic_block:
-            continue
-        try:
-            conn.close_if_unusable_or_obsolete()
-        except Exception:
-            logger.exception("django_thread: closing database connection %r failed", conn.alias)
+# --- unit_of_work ---------------------------------------------------------------------
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-class unit_of_work(ContextDecorator):  # noqa: N801 - reads like transaction.atomic
-    """Treat a block or a function as one unit of work, the way Django treats a request.
+class UnitOfWork(ContextDecorator):
+    """The context manager and decorator that :func:`unit_of_work` returns.
 
-    On entry, the calling thread's query log is reset and its obsolete or unusable
-    connections are closed (honouring ``CONN_MAX_AGE`` and arming
-    ``CONN_HEALTH_CHECKS``); on exit, also when the block raised, obsolete or
-    unusable connections are closed again. Connections inside an atomic block are
-    never closed.
-
-    :class:`django_thread.Thread` and :class:`django_thread.ThreadPoolExecutor`
-    already do this for every unit they run. Use it in threads this library does
-    not create: each iteration of a long-running loop, functions given to
-    :func:`asyncio.to_thread` or another executor, callbacks of a third-party pool::
-
-        while not stopping.is_set():
-            with unit_of_work():
-                process_next_batch()
-
-        @unit_of_work()
-        def handle(message): ...
-
-    It never closes young connections: a thread that ends must close its own with
-    ``django.db.connections.close_all()`` (our classes do it for you).
+    One instance may be entered by many threads at once (a decorated function runs in
+    every worker of a pool), so the state of each entry lives in the entering thread's
+    record, never on the instance.
     """
 
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name
+
     def __enter__(self) -> None:
-        _adopt_earlier_connections()  # this may be any thread, born before our import
-        begin_unit()
+        rec = record()
+        rec.close_at_exit = True  # whoever made this thread, it closes what it opened
+        outer = not is_inner(rec)
+        rec.depth += 1
+        rec.units.append(begin_unit(rec) if outer else None)
 
     def __exit__(
         self,
@@ -199,4 +372,73 @@ class unit_of_work(ContextDecorator):  # noqa: N801 - reads like transaction.ato
         exc_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        end_unit()
+        rec = record()
+        rec.depth -= 1
+        callers = rec.units.pop()
+        if callers is not None:  # the outer unit: tidy, as a request's end does
+            caller = sys._getframe(1)  # the with statement, to name the unit if needed
+            end_unit(rec, lambda: self.name or _where(caller), callers)
+
+    def __call__(self, func: F) -> F:
+        if inspect.iscoroutinefunction(func):
+            msg = (
+                f"unit_of_work cannot wrap the coroutine function {func.__qualname__}(): "
+                "database work runs in a thread. Decorate the synchronous function you "
+                "pass to sync_to_async() or asyncio.to_thread() instead."
+            )
+            raise TypeError(msg)
+        unit = UnitOfWork(self.name or f"{func.__module__}.{func.__qualname__}()")
+
+        @functools.wraps(func)
+        def run_as_unit(*args: Any, **kwargs: Any) -> Any:
+            with unit:
+                return func(*args, **kwargs)
+
+        return cast("F", run_as_unit)
+
+
+def _where(frame: FrameType) -> str:
+    return f"at {frame.f_code.co_filename}:{frame.f_lineno}"
+
+
+@overload
+def unit_of_work(func: F, /) -> F: ...
+@overload
+def unit_of_work(*, name: str | None = None) -> UnitOfWork: ...
+def unit_of_work(func: F | None = None, /, *, name: str | None = None) -> F | UnitOfWork:
+    """Treat a block or a function as one unit of work, the way Django treats a request.
+
+    Use it in threads this library does not create: each pass of a long-running loop,
+    functions given to :func:`asyncio.to_thread` or another library's pool::
+
+        while not stopping.is_set():
+            with unit_of_work():
+                process_next_batch()
+
+        @unit_of_work
+        def handle(message): ...
+
+    The outermost unit in a thread resets the query log and closes obsolete or
+    unusable connections when it begins (honouring ``CONN_MAX_AGE`` and arming
+    ``CONN_HEALTH_CHECKS``), and tidies again when it ends, also when it raised. A
+    transaction it opened and left open is rolled back, its connection closed, and an
+    ERROR logged. It never touches a connection inside a transaction its caller opened,
+    nor clears a query log being captured (``assertNumQueries``).
+
+    A unit inside another one, inside a Django request or inside a task of our pool
+    changes nothing: call decorated helpers from anywhere.
+
+    The thread that ran a unit closes every connection it opened when it ends,
+    whatever ``CONN_MAX_AGE`` says.
+
+    :param func: the function to decorate, when used bare as ``@unit_of_work``.
+    :param name: how errors name the unit; defaults to the decorated function's path,
+        or the file and line of the ``with`` statement.
+    """
+    if func is None:
+        return UnitOfWork(name)
+    given: object = func  # typed callers cannot pass anything else; others can
+    if not callable(given):
+        msg = f"unit_of_work() takes a function to decorate, not {type(given).__name__}"
+        raise TypeError(msg)
+    return UnitOfWork(name)(func)

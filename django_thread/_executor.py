@@ -3,16 +3,17 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import queue
-import threading
 from collections.abc import Callable
 from typing import Any, TypeVarTuple, Unpack, overload
 
 from django_thread._connections import (
-    _opened,
+    _ThreadRecord,
     begin_unit,
     close_thread_connections,
+    current_record,
     end_unit,
     mark_managed,
+    record,
 )
 
 Ts = TypeVarTuple("Ts")
@@ -75,7 +76,7 @@ class ThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
         thread_name_prefix: str = "",
         initializer: Callable[..., object] | None = None,
         initargs: tuple[Any, ...] = (),
-        **ctxkwargs: Any,  # 3.14+: prepare_context()'s keywords, named as the stdlib names them
+        **ctxkwargs: Any,  # 3.14+: prepare_context()'s keywords, named as the stdlib's
     ) -> None:
         work_queue = _WorkerQueue()
         if initializer is None or callable(initializer):  # else: the stdlib's TypeError
@@ -84,72 +85,121 @@ class ThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
         # The one private detail we rely on; see _WorkerQueue. The queue is made in
         # __init__ and first used by the first submit(), so swapping it now is safe.
         # tests/test_parity.py checks the stdlib still works this way, on every Python.
-        self._work_queue: queue.SimpleQueue[Any] = work_queue
+        object.__setattr__(self, "_work_queue", work_queue)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # A popular "bounded executor" recipe assigns its own queue.Queue(maxsize) here
+        # after __init__; our workers would then never see a unit boundary, and every
+        # connection policy would silently stop. Refuse it, saying what to do instead.
+        if (
+            name == "_work_queue"
+            and isinstance(vars(self).get(name), _WorkerQueue)
+            and not isinstance(value, _WorkerQueue)
+        ):
+            msg = (
+                "django_thread.ThreadPoolExecutor manages its own work queue, which marks "
+                "where units of work begin and end; it cannot be replaced. To bound the "
+                "number of pending tasks, hold a threading.BoundedSemaphore around submit() "
+                "and release it in a done-callback (see the docs' how-to on views)."
+            )
+            raise TypeError(msg)
+        super().__setattr__(name, value)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        # shutdown(cancel_futures=True) drains the queue in the calling thread, which may
+        # be a worker in the middle of a task (of this pool or another): reads made
+        # while draining are not the worker loop's, and must not end the running unit.
+        rec = current_record()
+        if rec is None or rec.task_queue is None:
+            super().shutdown(wait, cancel_futures=cancel_futures)
+            return
+        task_queue, rec.task_queue = rec.task_queue, None
+        try:
+            super().shutdown(wait, cancel_futures=cancel_futures)
+        finally:
+            rec.task_queue = task_queue
 
 
 def _start_worker(
     work_queue: _WorkerQueue, initializer: Callable[..., object] | None, *initargs: object
 ) -> None:
-    """Every worker's initializer: mark the thread as a worker, then run the user's."""
-    work_queue.workers.mine = True
-    mark_managed(threading.current_thread())
+    """Every worker's initializer: make the thread a worker, then run the user's."""
+    rec = record()
+    mark_managed(rec)
+    rec.in_pool = True
+    rec.task_queue = work_queue
     if initializer is None:
         return
-    begin_unit()
+    rec.item = initializer
+    callers = begin_unit(rec)
     try:
         initializer(*initargs)
     except BaseException:
-        # The stdlib's worker returns right after a failing initializer without
-        # taking anything from the queue, so this is its last chance to close.
-        close_thread_connections()
+        # The stdlib's worker returns right after a failing initializer, without
+        # reading the queue again except to drain it (here, in this thread): those
+        # reads are not unit boundaries. Whatever the pending futures' done-callbacks
+        # open while being cancelled here is closed as the thread ends.
+        rec.task_queue = None
+        close_thread_connections(rec, sweep=True)
         raise
-    end_unit()
+    end_unit(rec, functools.partial(_describe, initializer), callers)
+
+
+def _describe(task: Any) -> str:
+    """Name a pool task (a stdlib work item, or the initializer) for an error message."""
+    fn = getattr(task, "fn", None)  # 3.11-3.13 work items
+    if fn is None:
+        fn = getattr(task, "task", (task,))[0]  # 3.14+: (fn, args, kwargs)
+    name = getattr(fn, "__qualname__", None)
+    return f"task {getattr(fn, '__module__', '?')}.{name}()" if name else f"task {fn!r}"
 
 
 class _WorkerQueue(queue.SimpleQueue[Any]):
     """The executor's work queue, which marks where units of work end and begin.
 
     There is no public hook that runs in a pool worker between two tasks, or as it
-    exits (Python 3.14 adds the latter; we support 3.11+). But every stdlib version's
-    worker loop takes its next work item from this queue, in its own thread, with
-    get() or (3.12+) get_nowait(), once it has finished the previous one: its future
-    resolved and the done-callbacks that run in the worker run. And it is told to
-    exit by taking None. So this is the one place that runs in the right thread at
-    exactly the right moments:
+    exits, on every Python we support (3.14's ``prepare_context()`` has a per-task
+    one; see the connections explanation in the docs for why we keep one mechanism).
+    But every stdlib version's worker loop takes its next work item from this queue,
+    in its own thread, with get() or (3.12+) get_nowait(), once it has finished the
+    previous one: its future resolved and the done-callbacks that run in the worker
+    run. And it is told to exit by taking None. So this is the one place that runs in
+    the right thread at exactly the right moments:
 
-    - when a worker comes back for more: the previous unit is over, tidy after it
+    - when a worker comes back for more: the previous task is over, tidy after it
       (before waiting, so a CONN_MAX_AGE = 0 connection is not held while idle);
-    - when it takes a work item: a unit begins;
+    - when it takes a work item: a task begins;
     - when it takes None: the worker is exiting, close everything.
 
     Tidying here rather than in a wrapper around each task keeps submit() the
     stdlib's own, costs next to nothing per task, and also covers connections the
-    done-callbacks used. The caller's thread calls get_nowait() too, to drain the
-    queue on shutdown(cancel_futures=True): only threads marked as this executor's
-    workers (by their initializer, _start_worker) ever tidy anything.
+    done-callbacks used. Other reads of the queue (shutdown(cancel_futures=True)
+    draining it, in any thread) are told apart by the thread's record: only a read by
+    this queue's own worker loop (``rec.task_queue is self``) is a boundary.
     """
-
-    def __init__(self) -> None:
-        self.workers = threading.local()
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         # Once per task on 3.11 (the only way its workers take work), and when a
-        # worker goes idle on 3.12+. A thread with no connection open has nothing to
-        # tidy, begin or close, and cannot open one while it waits: two lookups.
-        if not (getattr(_opened, "wrappers", None) and getattr(self.workers, "mine", False)):
+        # worker goes idle on 3.12+.
+        rec = current_record()
+        if rec is None or rec.task_queue is not self:
             return _simple_get(self, block, timeout)
-        end_unit()  # before waiting: the previous unit is over
+        if rec.wrappers:
+            _end_task(rec)  # before waiting: the previous task is over
         item = _simple_get(self, block, timeout)
-        _begin_or_exit(item)
+        _begin_task(rec, item)
         return item
 
     def get_nowait(self) -> Any:
-        # The busy path (3.12+), once per task: keep the common case to two lookups.
-        # A thread with no connection open has nothing to tidy or close.
-        item = _simple_get_nowait(self)  # not super(): this is the per-task path
-        if getattr(_opened, "wrappers", None) and getattr(self.workers, "mine", False):
-            end_unit()
-            _begin_or_exit(item)
+        # The busy path (3.12+), once per task. A worker with no connection open has
+        # nothing to tidy: a lookup, a comparison and a store. (The unbound
+        # SimpleQueue method saves super()'s lookup on this path.)
+        item = _simple_get_nowait(self)
+        rec = current_record()
+        if rec is not None and rec.task_queue is self:
+            if rec.wrappers:
+                _end_task(rec)
+            _begin_task(rec, item)
         return item
 
 
@@ -157,8 +207,13 @@ _simple_get = queue.SimpleQueue.get
 _simple_get_nowait = queue.SimpleQueue.get_nowait
 
 
-def _begin_or_exit(item: Any) -> None:
+def _end_task(rec: _ThreadRecord) -> None:
+    end_unit(rec, functools.partial(_describe, rec.item))
+
+
+def _begin_task(rec: _ThreadRecord, item: Any) -> None:
+    rec.item = item
     if item is None:  # the stdlib's "exit now"
-        close_thread_connections()
-    else:
-        begin_unit()
+        close_thread_connections(rec, sweep=True)
+    elif rec.wrappers:
+        begin_unit(rec)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from django_thread._connections import close_thread_connections, has_connected, mark_managed
+from django_thread._connections import close_thread_connections, mark_managed, record
 
 _NOTHING = object()
 
@@ -21,17 +21,21 @@ class Thread(threading.Thread):
     - after it, also when it raised, **every** connection the thread opened is
       closed, whatever ``CONN_MAX_AGE`` says, so that once
       :meth:`~threading.Thread.join` returns
-      the database server no longer sees them.
+      the database server no longer sees them. A transaction left open is rolled
+      back, with an ERROR on the ``django_thread`` logger.
+
+    ``run()`` is the thread's whole life, not one unit of work: a long-running loop
+    inside it marks each pass with :func:`~django_thread.unit_of_work`.
 
     Calling ``run()`` directly runs it in the caller, like the stdlib does, and
-    manages nothing of the caller's connections.
+    manages nothing of the caller's connections, also while the thread runs.
     """
 
     def start(self) -> None:
         """Start the thread, as :meth:`threading.Thread.start` does.
 
-        Its ``run()`` then runs in the new thread as one unit of work. Nothing is done
-        to the calling thread's connections.
+        Its ``run()`` then runs in the new thread, which closes its connections when
+        ``run()`` ends. Nothing is done to the calling thread's connections.
         """
         # start() runs in the caller's thread: it must not touch the caller's
         # connections (closing one inside atomic() silently loses the caller's
@@ -50,30 +54,40 @@ class Thread(threading.Thread):
         # attribute shadows the method just for this run, whether a subclass
         # overrides run() or passes target=. run() itself stays untouched, which
         # keeps a direct call to it unmanaged.
-        mark_managed(self)
         own_run = vars(self).get("run", _NOTHING)
-        vars(self)["run"] = self._managed(self.run, own_run)
+        wrapper = vars(self)["run"] = self._managed(self.run, own_run)
         try:
             super().start()
         except BaseException:
-            self._restore_run(own_run)
+            self._restore_run(wrapper, own_run)
             raise
 
     def _managed(self, run: Callable[[], object], own_run: object) -> Callable[[], None]:
         def run_as_unit() -> None:
-            # No begin_unit() before run(): a thread that has just started has no
+            if threading.get_ident() != self.ident:
+                # t.run() called directly, from another thread, while t runs: that
+                # call runs in its caller like the stdlib's, and manages nothing.
+                run()
+                return
+            # Nothing to do before run(): a thread that has just started has no
             # connection to tidy or query log to reset.
+            rec = record()
+            mark_managed(rec)
             try:
                 run()
             finally:
-                if has_connected(self):
-                    close_thread_connections()
-                self._restore_run(own_run)
+                # sweep: also a connection whose set-up failed half-way (no signal).
+                close_thread_connections(rec, sweep=True)
+                self._restore_run(run_as_unit, own_run)
 
         return run_as_unit
 
-    def _restore_run(self, own_run: object) -> None:
+    def _restore_run(self, wrapper: object, own_run: object) -> None:
+        # Only ever remove our own wrapper: a concurrent (refused) start() must not
+        # leave another's behind.
+        if vars(self).get("run") is not wrapper:
+            return
         if own_run is _NOTHING:
-            vars(self).pop("run", None)
+            del vars(self)["run"]
         else:
             vars(self)["run"] = own_run

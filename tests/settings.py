@@ -8,7 +8,8 @@ The database comes from the environment, so one test suite runs on all three:
 
 Host, port, user and password can be changed with DJANGO_THREAD_TEST_HOST, _PORT,
 _USER and _PASSWORD; DJANGO_THREAD_TEST_PREFIX prefixes every database name, so that two
-runs on one server (two checkouts, two helpers) do not share test databases. SQLite is file-based on purpose: Django ignores close() on an
+runs on one server (two checkouts, two helpers) do not share test databases.
+SQLite is file-based on purpose: Django ignores close() on an
 in-memory SQLite database, so closing could not be observed there.
 """
 

@@ -1,0 +1,73 @@
+"""System checks for connection settings that hurt threaded work.
+
+They run with ``manage.py check`` (and before ``runserver``, ``migrate`` and the test
+runner) when ``"django_thread"`` is in ``INSTALLED_APPS``, and are silenced the usual
+way::
+
+    SILENCED_SYSTEM_CHECKS = ["django_thread.W001"]  # e.g. behind PgBouncer
+
+Only server databases are checked: SQLite opens a file, so connecting per unit costs
+little, and its health check cannot fail (``is_usable()`` is always True).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.apps import apps
+from django.conf import settings
+from django.core.checks import CheckMessage, Warning, register
+
+from django_thread._connections import CHECKS_URL
+
+TAG = "django_thread"
+
+
+@register(TAG)
+def check_database_settings(**kwargs: Any) -> list[CheckMessage]:
+    """The checks, while the app is installed (a registration outlives the app)."""
+    if not apps.is_installed("django_thread"):
+        return []
+    return database_messages(settings.DATABASES)
+
+
+def database_messages(databases: dict[str, dict[str, Any]]) -> list[CheckMessage]:
+    """W001 and W002, once per database alias that needs them."""
+    messages: list[CheckMessage] = []
+    for alias, db in databases.items():
+        engine = str(db.get("ENGINE", ""))
+        if not engine or engine.endswith(("sqlite3", "dummy")):
+            continue
+        max_age = db.get("CONN_MAX_AGE", 0)
+        pooled = bool((db.get("OPTIONS") or {}).get("pool"))
+        if max_age == 0 and not pooled:
+            messages.append(
+                Warning(
+                    f"Database {alias!r} has CONN_MAX_AGE = 0 and no connection pool: "
+                    "every unit of work in a thread opens and closes a connection.",
+                    hint=(
+                        "Set CONN_MAX_AGE = None with CONN_HEALTH_CHECKS = True, or, on "
+                        "PostgreSQL, Django's native pool (OPTIONS['pool']). Behind "
+                        "PgBouncer in transaction mode, 0 is right: silence this check. "
+                        f"See {CHECKS_URL}#django-thread-w001"
+                    ),
+                    obj=f"DATABASES[{alias!r}]",
+                    id="django_thread.W001",
+                )
+            )
+        elif max_age != 0 and not db.get("CONN_HEALTH_CHECKS", False):
+            messages.append(
+                Warning(
+                    f"Database {alias!r} keeps connections open (CONN_MAX_AGE = "
+                    f"{max_age!r}) without CONN_HEALTH_CHECKS: a connection the server "
+                    "dropped while a thread was idle fails that thread's next unit.",
+                    hint=(
+                        "Set CONN_HEALTH_CHECKS = True: one ping per unit of work, only "
+                        "for a connection carried over from the previous one. "
+                        f"See {CHECKS_URL}#django-thread-w002"
+                    ),
+                    obj=f"DATABASES[{alias!r}]",
+                    id="django_thread.W002",
+                )
+            )
+    return messages
