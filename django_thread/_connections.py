@@ -36,6 +36,7 @@ import inspect
 import logging
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
@@ -44,7 +45,9 @@ from types import FrameType, TracebackType
 from typing import Any, TypeVar, cast, overload
 
 from django.apps import apps
-from django.core.signals import request_finished, request_started
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import request_finished, request_started, setting_changed
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
@@ -61,6 +64,7 @@ class _ThreadRecord:
         "aliases_seen",
         "close_at_exit",
         "depth",
+        "ended_at",
         "in_pool",
         "item",
         "managed",
@@ -85,6 +89,8 @@ class _ThreadRecord:
         self.task_queue: object | None = None
         self.item: Any = None  # the pool task running now, to name it in errors
         self.aliases_seen: set[str] = set()
+        # id(wrapper) -> when its last outer unit ended cleanly (HEALTH_CHECK_WINDOW).
+        self.ended_at: dict[int, float] = {}
 
     def connected(self) -> list[BaseDatabaseWrapper]:
         """The wrappers this thread opened that are still alive, forgetting the rest."""
@@ -234,6 +240,9 @@ def is_inner(rec: _ThreadRecord) -> bool:
     return bool(rec.depth or rec.requests or rec.in_pool)
 
 
+_CHECKED = "health_check_done"  # not in django-stubs
+
+
 def begin_unit(rec: _ThreadRecord) -> set[int]:
     """Prepare this thread's connections for an outer unit, as a request start does.
 
@@ -241,13 +250,21 @@ def begin_unit(rec: _ThreadRecord) -> set[int]:
     transaction someone else opened: the unit's end must leave them alone too.
     """
     callers: set[int] = set()
+    window = health_check_window()
     for conn in rec.connected():
         if in_transaction(conn):
             callers.add(id(conn))
             continue
         if not conn.force_debug_cursor:  # CaptureQueriesContext / assertNumQueries
             conn.queries_log.clear()  # what reset_queries() does
-        _close_if_unusable_or_obsolete(conn)
+        _close_if_unusable_or_obsolete(conn)  # also arms the health check
+        # health_check_done: Django's flag (4.1+) for "no ping before the next query".
+        if window and conn.connection is not None and not getattr(conn, _CHECKED):
+            ended = rec.ended_at.get(id(conn))
+            if ended is not None and time.monotonic() - ended < window:
+                # Used moments ago, with no error since: skip the ping, as HikariCP
+                # does within its "alive bypass window".
+                setattr(conn, _CHECKED, True)
     return callers
 
 
@@ -258,14 +275,58 @@ def end_unit(
 
     *describe* names the unit, for the error about a transaction it left open.
     """
+    window = health_check_window()
     for conn in rec.connected():
         if id(conn) in callers:
             continue
         if in_transaction(conn):
             _drop_left_open(conn, describe())
-        else:
-            _close_if_unusable_or_obsolete(conn)
+            continue
+        errors = conn.errors_occurred
+        _close_if_unusable_or_obsolete(conn)
+        if window:
+            if errors or conn.connection is None:
+                rec.ended_at.pop(id(conn), None)  # the next unit pings (or connects)
+            else:
+                rec.ended_at[id(conn)] = time.monotonic()
     rec.connected()  # forget the ones now closed: the free path is "no wrappers"
+
+
+# --- settings ----------------------------------------------------------------------
+
+_UNREAD = -1.0
+_window = _UNREAD  # HEALTH_CHECK_WINDOW, read once, read again when settings change
+
+
+def health_check_window() -> float:
+    """``DJANGO_THREAD["HEALTH_CHECK_WINDOW"]`` in seconds; 0 means Django's behaviour."""
+    global _window  # noqa: PLW0603 - a cache, reset by setting_changed
+    if _window == _UNREAD:
+        value = (getattr(settings, "DJANGO_THREAD", None) or {}).get("HEALTH_CHECK_WINDOW", 0)
+        problem = window_problem(value)
+        if problem:
+            raise ImproperlyConfigured(problem)
+        _window = float(value)
+    return _window
+
+
+def window_problem(value: object) -> str | None:
+    """What is wrong with a HEALTH_CHECK_WINDOW value, or None."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        return (
+            'DJANGO_THREAD["HEALTH_CHECK_WINDOW"] must be a number of seconds, 0 or '
+            f"more (0 turns it off), not {value!r}."
+        )
+    return None
+
+
+def _settings_changed(setting: str, **kwargs: Any) -> None:
+    global _window  # noqa: PLW0603
+    if setting == "DJANGO_THREAD":
+        _window = _UNREAD
+
+
+setting_changed.connect(_settings_changed, weak=False, dispatch_uid="django_thread")
 
 
 def _close_if_unusable_or_obsolete(conn: BaseDatabaseWrapper) -> None:
@@ -362,9 +423,9 @@ class UnitOfWork(ContextDecorator):
     def __enter__(self) -> None:
         rec = record()
         rec.close_at_exit = True  # whoever made this thread, it closes what it opened
-        outer = not is_inner(rec)
+        callers = None if is_inner(rec) else begin_unit(rec)  # may raise: before counting
         rec.depth += 1
-        rec.units.append(begin_unit(rec) if outer else None)
+        rec.units.append(callers)
 
     def __exit__(
         self,

@@ -16,9 +16,9 @@ from typing import Any
 
 from django.apps import apps
 from django.conf import settings
-from django.core.checks import CheckMessage, Warning, register
+from django.core.checks import CheckMessage, Error, Warning, register
 
-from django_thread._connections import CHECKS_URL
+from django_thread._connections import CHECKS_URL, window_problem
 
 TAG = "django_thread"
 
@@ -28,7 +28,23 @@ def check_database_settings(**kwargs: Any) -> list[CheckMessage]:
     """The checks, while the app is installed (a registration outlives the app)."""
     if not apps.is_installed("django_thread"):
         return []
-    return database_messages(settings.DATABASES)
+    options = getattr(settings, "DJANGO_THREAD", None) or {}
+    return settings_messages(options) + database_messages(settings.DATABASES)
+
+
+def settings_messages(options: dict[str, Any]) -> list[CheckMessage]:
+    """E001: the ``DJANGO_THREAD`` setting itself."""
+    problem = window_problem(options.get("HEALTH_CHECK_WINDOW", 0))
+    if problem is None:
+        return []
+    return [
+        Error(
+            problem,
+            hint=f"See {CHECKS_URL}#django-thread-e001",
+            obj='DJANGO_THREAD["HEALTH_CHECK_WINDOW"]',
+            id="django_thread.E001",
+        )
+    ]
 
 
 def database_messages(databases: dict[str, dict[str, Any]]) -> list[CheckMessage]:

@@ -48,7 +48,8 @@ def configure(vendors: list[str]) -> list[str]:
         databases[vendor] = db
     settings.configure(
         DATABASES={"default": databases[vendors[0]], **databases},
-        INSTALLED_APPS=["tests.testapp"],
+        # Installed as users are told to: it closes every thread's connections at exit.
+        INSTALLED_APPS=["tests.testapp", "django_thread"],
         DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
         USE_TZ=True,
     )
@@ -132,6 +133,15 @@ def orm_query(alias: str) -> int:
 def noop_tasks(executor: type[concurrent.futures.ThreadPoolExecutor], n: int) -> None:
     with executor(max_workers=4) as pool:
         concurrent.futures.wait([pool.submit(noop) for _ in range(n)])
+
+
+def inner_unit_tasks(inner: bool, n: int) -> None:
+    """No-op tasks on our pool, each calling a @unit_of_work helper (inner) or not."""
+    import django_thread  # noqa: PLC0415
+
+    helper = django_thread.unit_of_work(noop) if inner else noop
+    with django_thread.ThreadPoolExecutor(max_workers=4) as pool:
+        concurrent.futures.wait([pool.submit(helper) for _ in range(n)])
 
 
 def short_threads(thread: type[threading.Thread], n: int) -> None:
@@ -349,7 +359,17 @@ def run_suite(vendors: list[str], quick: bool) -> list[Measurement]:
             None,
         ),
     ]
-    _report(results[-2:])
+    # What nesting costs: a task calling a @unit_of_work helper, against the same task
+    # calling the bare helper, both on our pool (the "stdlib" side is the bare one).
+    results.append(
+        alternate(
+            Measurement("inner unit in a task", "none", "", noops),
+            rounds,
+            lambda side: inner_unit_tasks(side == "ours", noops),
+            None,
+        )
+    )
+    _report(results[-3:])
     for vendor in vendors:
         if vendor == "sqlite":
             continue  # the issue's DB-bound comparison is about servers

@@ -1,0 +1,146 @@
+"""HEALTH_CHECK_WINDOW: no ping for a connection whose previous unit ended moments ago.
+
+Pings are counted by wrapping the backend's own is_usable() (the real ping still runs);
+dropped connections are real: the server's idle timeout, or sessions killed on it.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError, connection, connections
+from django.test.utils import override_settings
+
+from django_thread import ThreadPoolExecutor, unit_of_work
+from django_thread.checks import settings_messages
+from tests.faults import Killer, Recorder, idle_timeout
+from tests.server import ServerProbe
+from tests.test_faults import TASKS, WORKERS, kill_while_working, recovers, run_in_waves, waves_for
+from tests.work import main_backend_ids, query
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@contextmanager
+def counting_pings() -> Iterator[collections.Counter[str]]:
+    """Count health-check pings (is_usable() calls) per thread, on the default alias."""
+    wrapper_class = type(connections["default"])
+    real = wrapper_class.is_usable
+    pings: collections.Counter[str] = collections.Counter()
+
+    def counted(self: Any) -> bool:
+        pings[threading.current_thread().name] += 1
+        return bool(real(self))
+
+    wrapper_class.is_usable = counted  # type: ignore[method-assign]
+    try:
+        yield pings
+    finally:
+        wrapper_class.is_usable = real  # type: ignore[method-assign]
+
+
+def window(seconds: object) -> Any:
+    return override_settings(DJANGO_THREAD={"HEALTH_CHECK_WINDOW": seconds})
+
+
+def run_tasks(count: int, pause: float = 0.0, workers: int = 2) -> None:
+    with ThreadPoolExecutor(workers, thread_name_prefix="w") as pool:
+        for _ in range(count):
+            pool.submit(query).result()
+            time.sleep(pause)
+
+
+@pytest.mark.parametrize("seconds", [0, 0.5])
+def test_pings_per_unit_under_load(conn_settings: Any, seconds: float) -> None:
+    conn_settings(max_age=None, health_checks=True)
+    with window(seconds), counting_pings() as pings:
+        run_tasks(100)
+    units_after_the_first = 100 - 2
+    if seconds:
+        assert sum(pings.values()) == 0
+    else:  # Django's behaviour: one ping per unit that carries a connection over
+        assert sum(pings.values()) >= units_after_the_first - 2
+
+
+def test_a_gap_longer_than_the_window_pings_again(conn_settings: Any) -> None:
+    conn_settings(max_age=None, health_checks=True)
+    with window(0.05), counting_pings() as pings:
+        run_tasks(6, pause=0.1, workers=1)
+    assert sum(pings.values()) == 5  # every unit but the one that connected
+
+
+def test_never_skipped_after_an_error(conn_settings: Any) -> None:
+    conn_settings(max_age=None, health_checks=True)
+
+    def bad_query() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT * FROM django_thread_no_such_table")
+
+    with window(60), ThreadPoolExecutor(1) as pool:
+        pool.submit(query).result()
+        with pytest.raises(DatabaseError):
+            pool.submit(bad_query).result()
+        with counting_pings() as pings:
+            pool.submit(query).result()
+            pool.submit(query).result()
+    assert sum(pings.values()) == 1  # the unit after the error only
+
+
+def test_outer_unit_of_work_skips_too(conn_settings: Any) -> None:
+    conn_settings(max_age=None, health_checks=True)
+    with window(60), counting_pings() as pings:
+        for _ in range(5):
+            unit_of_work(query)()
+    assert sum(pings.values()) == 0
+
+
+def test_a_bad_value_is_refused(conn_settings: Any) -> None:
+    conn_settings(max_age=None, health_checks=True)
+    for bad in (-1, "0.5", True):
+        with window(bad), pytest.raises(ImproperlyConfigured, match="HEALTH_CHECK_WINDOW"):
+            unit_of_work(query)()
+        assert [m.id for m in settings_messages({"HEALTH_CHECK_WINDOW": bad})] == [
+            "django_thread.E001"
+        ]
+    assert settings_messages({"HEALTH_CHECK_WINDOW": 0.5}) == []
+
+
+@pytest.mark.slow
+def test_idle_timeout_longer_than_the_window_fails_no_task(
+    conn_settings: Any, server: ServerProbe
+) -> None:
+    timeout = idle_timeout(server.vendor)
+    conn_settings(max_age=None, health_checks=True, **timeout.options)
+    waves = waves_for(server.vendor)
+    with (
+        window(timeout.seconds / 2),
+        Recorder() as ours,
+        ThreadPoolExecutor(WORKERS) as pool,
+    ):
+        run_in_waves([pool], [ours], waves, timeout.pause)
+    assert len(ours.outcomes) == TASKS
+    assert ours.failures == []
+    assert ours.connects > WORKERS * (waves - 1)  # the server really dropped them
+
+
+@pytest.mark.slow
+def test_killed_sessions_cost_at_most_one_task_each(
+    conn_settings: Any, server: ServerProbe
+) -> None:
+    conn_settings(max_age=None, health_checks=True)
+    killer = Killer(server, spare=main_backend_ids())
+    with window(0.5), Recorder() as ours, ThreadPoolExecutor(WORKERS) as pool:
+        kill_while_working(pool, ours, killer)
+        assert recovers(pool, dead_on_arrival=WORKERS)
+    print(f"\nkills, window 0.5 s: {killer.killed} killed; django_thread {ours.summary()}")
+    assert killer.killed >= WORKERS * 3
+    assert len(ours.failures) <= killer.killed
+    per_session = collections.Counter(o.session for o in ours.failures if o.session)
+    assert max(per_session.values(), default=1) == 1, per_session
