@@ -147,6 +147,14 @@ def docs(session: nox.Session) -> None:
 
 
 @nox.session(python=None)
+def rtd(session: nox.Session) -> None:
+    """Build the docs as Read the Docs would: .readthedocs.yaml's jobs, a fresh venv."""
+    session.install(*group("docs-ci"))
+    env = {"DOCS_OFFLINE": "1"} if IN_CI else {}
+    session.run("python", ".ci/rtd_build.py", *session.posargs, env=env)
+
+
+@nox.session(python=None)
 @nox.parametrize("database", DATABASES)
 def docs_tests(session: nox.Session, database: str) -> None:
     """Run every example in the docs (Sybil) against one database."""
