@@ -49,6 +49,8 @@ typehints_defaults = "comma"
 always_document_param_types = False
 
 html_theme = "furo"
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
 html_title = f"django-thread {release}"
 html_baseurl = os.environ.get("READTHEDOCS_CANONICAL_URL", "")
 html_theme_options = {
