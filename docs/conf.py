@@ -28,6 +28,7 @@ extensions = [
     "myst_parser",
     "sphinx.ext.autodoc",
     "sphinx.ext.intersphinx",
+    "sphinx.ext.viewcode",  # [source] links from the API reference
     "sphinx.ext.napoleon",  # before sphinx_autodoc_typehints, as it asks
     "sphinx_autodoc_typehints",
     "sphinx_copybutton",
