@@ -147,6 +147,30 @@ def docs(session: nox.Session) -> None:
 
 
 @nox.session(python=None)
+def rtd(session: nox.Session) -> None:
+    """Build the docs as Read the Docs would: .readthedocs.yaml's jobs, a fresh venv."""
+    session.install(*group("docs-ci"))
+    env = {"DOCS_OFFLINE": "1"} if IN_CI else {}
+    session.run("python", ".ci/rtd_build.py", *session.posargs, env=env)
+
+
+@nox.session(python=None)
+def browser(session: nox.Session) -> None:
+    """Render every built page in headless Chromium at 1280 and 390 px; screenshots kept.
+
+    Needs Debian's chromium (.ci/run installs it) and a built site (`nox -s docs`).
+    """
+    if not shutil.which("chromium"):
+        session.error("chromium is missing: apt-get install -y chromium")
+    if not Path("docs/_build/html/index.html").is_file():
+        session.error("no built site: run `nox -s docs` first")
+    session.run(
+        "python", ".ci/browser_check.py", "docs/_build/html", "--screens",
+        ".ci-output/screens", *session.posargs,
+    )  # fmt: skip
+
+
+@nox.session(python=None)
 @nox.parametrize("database", DATABASES)
 def docs_tests(session: nox.Session, database: str) -> None:
     """Run every example in the docs (Sybil) against one database."""

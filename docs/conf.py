@@ -28,6 +28,7 @@ extensions = [
     "myst_parser",
     "sphinx.ext.autodoc",
     "sphinx.ext.intersphinx",
+    "sphinx.ext.viewcode",  # [source] links from the API reference
     "sphinx.ext.napoleon",  # before sphinx_autodoc_typehints, as it asks
     "sphinx_autodoc_typehints",
     "sphinx_copybutton",
@@ -49,6 +50,8 @@ typehints_defaults = "comma"
 always_document_param_types = False
 
 html_theme = "furo"
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
 html_title = f"django-thread {release}"
 html_baseurl = os.environ.get("READTHEDOCS_CANONICAL_URL", "")
 html_theme_options = {
