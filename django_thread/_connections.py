@@ -42,7 +42,7 @@ from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from contextlib import ContextDecorator
 from types import FrameType, TracebackType
-from typing import Any, TypeVar, cast, overload
+from typing import Any, Protocol, TypeVar, cast, overload
 
 from django.apps import apps
 from django.conf import settings
@@ -69,6 +69,7 @@ class _ThreadRecord:
         "item",
         "managed",
         "requests",
+        "shared",
         "task_queue",
         "units",
         "wrappers",
@@ -79,7 +80,9 @@ class _ThreadRecord:
         # wrapper the user dropped is freed as without us (gc.collect() closes it).
         self.wrappers: dict[int, weakref.ref[BaseDatabaseWrapper]] = {}
         self.depth = 0  # unit_of_work blocks open in this thread
-        self.units: list[set[int] | None] = []  # per block: outer (callers' ids) or inner
+        # Per unit_of_work block: None if inner, else (callers' ids, sharing token).
+        self.units: list[tuple[set[int], SharedUnit | None] | None] = []
+        self.shared: SharedUnit | None = None  # the running pool task's, if shared
         self.requests = 0  # Django requests in progress in this thread
         self.close_at_exit = False
         self.managed = False  # one of our threads or pool workers
@@ -252,8 +255,8 @@ def begin_unit(rec: _ThreadRecord) -> set[int]:
     callers: set[int] = set()
     window = health_check_window()
     for conn in rec.connected():
-        if in_transaction(conn):
-            callers.add(id(conn))
+        if in_transaction(conn) or conn.allow_thread_sharing:
+            callers.add(id(conn))  # someone else's transaction, or connection
             continue
         if not conn.force_debug_cursor:  # CaptureQueriesContext / assertNumQueries
             conn.queries_log.clear()  # what reset_queries() does
@@ -277,7 +280,7 @@ def end_unit(
     """
     window = health_check_window()
     for conn in rec.connected():
-        if id(conn) in callers:
+        if id(conn) in callers or conn.allow_thread_sharing:
             continue
         if in_transaction(conn):
             _drop_left_open(conn, describe())
@@ -404,6 +407,36 @@ def close_thread_connections(rec: _ThreadRecord | None = None, *, sweep: bool = 
         rec.wrappers.clear()
 
 
+# --- sharing a test's connections (django_thread.testing) -------------------------
+
+
+class SharedUnit(Protocol):
+    """A unit of work running on a test's shared connections."""
+
+    def end(self) -> None:
+        """Give the thread its own connections back, and the next unit its turn."""
+
+
+class Sharing(Protocol):
+    """What an active ``django_thread.testing.share_connections()`` offers units."""
+
+    def begin(self, describe: Callable[[], str]) -> SharedUnit | None:
+        """Put the test's connections in this thread for one unit, if it applies."""
+
+
+# The active share_connections(), if any: a list, so that hot paths test it cheaply.
+sharing: list[Sharing] = []
+
+
+def begin_shared(describe: Callable[[], str]) -> SharedUnit | None:
+    return sharing[0].begin(describe) if sharing else None
+
+
+def end_shared(unit: SharedUnit | None) -> None:
+    if unit is not None:
+        unit.end()
+
+
 # --- unit_of_work ---------------------------------------------------------------------
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -423,9 +456,12 @@ class UnitOfWork(ContextDecorator):
     def __enter__(self) -> None:
         rec = record()
         rec.close_at_exit = True  # whoever made this thread, it closes what it opened
-        callers = None if is_inner(rec) else begin_unit(rec)  # may raise: before counting
+        unit = None
+        if not is_inner(rec):
+            callers = begin_unit(rec)  # may raise: before anything is counted
+            unit = (callers, begin_shared(lambda: self.name or "a unit_of_work block"))
         rec.depth += 1
-        rec.units.append(callers)
+        rec.units.append(unit)
 
     def __exit__(
         self,
@@ -435,8 +471,10 @@ class UnitOfWork(ContextDecorator):
     ) -> None:
         rec = record()
         rec.depth -= 1
-        callers = rec.units.pop()
-        if callers is not None:  # the outer unit: tidy, as a request's end does
+        unit = rec.units.pop()
+        if unit is not None:  # the outer unit: tidy, as a request's end does
+            callers, shared = unit
+            end_shared(shared)
             caller = sys._getframe(1)  # the with statement, to name the unit if needed
             end_unit(rec, lambda: self.name or _where(caller), callers)
 

@@ -8,12 +8,15 @@ from typing import Any, TypeVarTuple, Unpack, overload
 
 from django_thread._connections import (
     _ThreadRecord,
+    begin_shared,
     begin_unit,
     close_thread_connections,
     current_record,
+    end_shared,
     end_unit,
     mark_managed,
     record,
+    sharing,
 )
 
 Ts = TypeVarTuple("Ts")
@@ -131,10 +134,13 @@ def _start_worker(
     if initializer is None:
         return
     rec.item = initializer
+    describe = functools.partial(_describe, initializer)
     callers = begin_unit(rec)
+    shared = begin_shared(describe)
     try:
         initializer(*initargs)
     except BaseException:
+        end_shared(shared)
         # The stdlib's worker returns right after a failing initializer, without
         # reading the queue again except to drain it (here, in this thread): those
         # reads are not unit boundaries. Whatever the pending futures' done-callbacks
@@ -142,7 +148,8 @@ def _start_worker(
         rec.task_queue = None
         close_thread_connections(rec, sweep=True)
         raise
-    end_unit(rec, functools.partial(_describe, initializer), callers)
+    end_shared(shared)
+    end_unit(rec, describe, callers)
 
 
 def _describe(task: Any) -> str:
@@ -184,7 +191,7 @@ class _WorkerQueue(queue.SimpleQueue[Any]):
         rec = current_record()
         if rec is None or rec.task_queue is not self:
             return _simple_get(self, block, timeout)
-        if rec.wrappers:
+        if rec.wrappers or rec.shared is not None:
             _end_task(rec)  # before waiting: the previous task is over
         item = _simple_get(self, block, timeout)
         _begin_task(rec, item)
@@ -197,7 +204,7 @@ class _WorkerQueue(queue.SimpleQueue[Any]):
         item = _simple_get_nowait(self)
         rec = current_record()
         if rec is not None and rec.task_queue is self:
-            if rec.wrappers:
+            if rec.wrappers or rec.shared is not None:
                 _end_task(rec)
             _begin_task(rec, item)
         return item
@@ -208,6 +215,9 @@ _simple_get_nowait = queue.SimpleQueue.get_nowait
 
 
 def _end_task(rec: _ThreadRecord) -> None:
+    if rec.shared is not None:
+        shared, rec.shared = rec.shared, None
+        shared.end()
     end_unit(rec, functools.partial(_describe, rec.item))
 
 
@@ -215,5 +225,27 @@ def _begin_task(rec: _ThreadRecord, item: Any) -> None:
     rec.item = item
     if item is None:  # the stdlib's "exit now"
         close_thread_connections(rec, sweep=True)
-    elif rec.wrappers:
+        return
+    if rec.wrappers:
         begin_unit(rec)
+    if sharing:  # a test's share_connections(): decided per task, not per worker
+        try:
+            rec.shared = sharing[0].begin(functools.partial(_describe, item))
+        except Exception as exc:  # no turn on the shared connection: fail the task
+            _make_it_raise(item, exc)
+
+
+def _make_it_raise(item: Any, exc: Exception) -> None:
+    """Turn a work item into one that raises *exc*, so that its future reports it.
+
+    Raising here instead would end the stdlib's worker loop, and the future would
+    never resolve.
+    """
+
+    def fail() -> None:
+        raise exc
+
+    if hasattr(item, "fn"):  # 3.11-3.13
+        item.fn, item.args, item.kwargs = fail, (), {}
+    else:  # 3.14+: (fn, args, kwargs), as the worker context resolved it
+        item.task = (fail, (), {})

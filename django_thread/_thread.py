@@ -3,7 +3,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from django_thread._connections import close_thread_connections, mark_managed, record
+from django_thread._connections import (
+    begin_shared,
+    close_thread_connections,
+    end_shared,
+    mark_managed,
+    record,
+)
 
 _NOTHING = object()
 
@@ -73,9 +79,11 @@ class Thread(threading.Thread):
             # connection to tidy or query log to reset.
             rec = record()
             mark_managed(rec)
+            shared = begin_shared(lambda: f"thread {self.name!r}")  # under a test's sharing
             try:
                 run()
             finally:
+                end_shared(shared)
                 # sweep: also a connection whose set-up failed half-way (no signal).
                 close_thread_connections(rec, sweep=True)
                 self._restore_run(run_as_unit, own_run)

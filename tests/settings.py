@@ -3,6 +3,7 @@
 The database comes from the environment, so one test suite runs on all three:
 
     DJANGO_THREAD_TEST_DB=sqlite       a file database (the default)
+    DJANGO_THREAD_TEST_DB=sqlite-memory  Django's in-memory test database (testing tests)
     DJANGO_THREAD_TEST_DB=postgresql   psycopg 3, 127.0.0.1:5432, user postgres
     DJANGO_THREAD_TEST_DB=mariadb      mysqlclient, 127.0.0.1:3306, user root
 
@@ -40,6 +41,8 @@ def database(name: str, vendor: str = VENDOR) -> dict[str, Any]:
             "NAME": str(HERE / f"{name}.sqlite3"),
             "TEST": {"NAME": str(HERE / f"test_{name}.sqlite3")},
         }
+    if vendor == "sqlite-memory":  # Django's default test database: in memory, shared cache
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": str(HERE / f"{name}.sqlite3")}
     if vendor == "postgresql":
         return {
             "ENGINE": "django.db.backends.postgresql",
@@ -60,7 +63,10 @@ def database(name: str, vendor: str = VENDOR) -> dict[str, Any]:
             "OPTIONS": {"charset": "utf8mb4"},
             "TEST": {"CHARSET": "utf8mb4"},
         }
-    msg = f"DJANGO_THREAD_TEST_DB must be sqlite, postgresql or mariadb, not {vendor!r}"
+    msg = (
+        "DJANGO_THREAD_TEST_DB must be sqlite, sqlite-memory, postgresql or mariadb, "
+        f"not {vendor!r}"
+    )
     raise ValueError(msg)
 
 
