@@ -32,7 +32,7 @@ def count() -> int:
     return Note.objects.count()
 
 
-def unshared_count(pool: concurrent.futures.Executor[Any]) -> int | str:
+def unshared_count(pool: concurrent.futures.Executor) -> int | str:
     """What a worker on its own connection sees: 0 rows, or (in-memory SQLite) a lock."""
     try:
         return pool.submit(count).result(timeout=10)
