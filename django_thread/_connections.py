@@ -285,14 +285,44 @@ def end_unit(
         if in_transaction(conn):
             _drop_left_open(conn, describe())
             continue
-        errors = conn.errors_occurred
+        errors, raw = conn.errors_occurred, conn.connection
         _close_if_unusable_or_obsolete(conn)
         if window:
-            if errors or conn.connection is None:
-                rec.ended_at.pop(id(conn), None)  # the next unit pings (or connects)
-            else:
+            if errors:
+                rec.ended_at.pop(id(conn), None)  # the next unit pings
+            elif conn.connection is not None:
                 rec.ended_at[id(conn)] = time.monotonic()
+            elif conn.settings_dict["OPTIONS"].get("pool"):  # given back to the pool
+                with _returned_lock:
+                    _returned_at[raw] = time.monotonic()
     rec.connected()  # forget the ones now closed: the free path is "no wrappers"
+
+
+# Django's native pool checks a connection as it hands it out, with psycopg_pool's
+# "check" callback: check_pooled_connection() skips it for a connection one of our
+# units gave back moments ago. Weak keys: the pool owns the raw connections.
+_returned_at: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+_returned_lock = threading.Lock()
+
+
+def check_pooled_connection(raw: Any) -> None:
+    """psycopg_pool's ``check`` for Django's native pool, honouring the window.
+
+    Use it as ``OPTIONS = {"pool": {"check": django_thread.check_pooled_connection}}``
+    with ``DJANGO_THREAD = {"HEALTH_CHECK_WINDOW": ...}``. It skips the ping for a
+    connection that a unit of work gave back to the pool less than the window ago
+    without an error, and otherwise runs ``ConnectionPool.check_connection``, the
+    check Django installs when ``CONN_HEALTH_CHECKS`` is on.
+    """
+    from psycopg_pool import ConnectionPool  # noqa: PLC0415 - only with the pool
+
+    window = health_check_window()
+    if window:
+        with _returned_lock:
+            returned = _returned_at.pop(raw, None)
+        if returned is not None and time.monotonic() - returned < window:
+            return
+    ConnectionPool.check_connection(raw)
 
 
 # --- settings ----------------------------------------------------------------------
