@@ -253,6 +253,7 @@ class Setting:
     max_age: int | None
     health_checks: bool
     pool: bool = False
+    window: float = 0.0  # DJANGO_THREAD["HEALTH_CHECK_WINDOW"]
     # The stdlib side's tasks tidy like a request (close_old_connections() around
     # each): what a hand-written pool that follows Django's rules would pay.
     stdlib_like_requests: bool = False
@@ -262,11 +263,20 @@ SETTINGS = [
     Setting("CONN_MAX_AGE=None", None, health_checks=False),
     Setting("CONN_MAX_AGE=None, checks", None, health_checks=True),
     Setting("CONN_MAX_AGE=60", 60, health_checks=False),
+    Setting("CONN_MAX_AGE=None, checks, window 0.5 s", None, health_checks=True, window=0.5),
     Setting("CONN_MAX_AGE=60, checks", 60, health_checks=True),
+    Setting("CONN_MAX_AGE=60, checks, window 0.5 s", 60, health_checks=True, window=0.5),
     Setting("CONN_MAX_AGE=0", 0, health_checks=False),
     Setting("CONN_MAX_AGE=0, checks", 0, health_checks=True),
     Setting("native pool (CONN_MAX_AGE=0)", 0, health_checks=False, pool=True),
     Setting("native pool (CONN_MAX_AGE=0), checks", 0, health_checks=True, pool=True),
+    Setting(
+        "native pool (CONN_MAX_AGE=0), checks, window 0.5 s",
+        0,
+        health_checks=True,
+        pool=True,
+        window=0.5,
+    ),
     Setting(
         "native pool, stdlib tidying like a request",
         0,
@@ -280,15 +290,22 @@ SETTINGS = [
 @contextlib.contextmanager
 def connection_setting(alias: str, setting: Setting) -> Iterator[None]:
     from django.db import connections  # noqa: PLC0415
+    from django.test.utils import override_settings  # noqa: PLC0415
+
+    import django_thread  # noqa: PLC0415
 
     db = connections.settings[alias]
     saved = dict(db)
     db["CONN_MAX_AGE"] = setting.max_age
     db["CONN_HEALTH_CHECKS"] = setting.health_checks
     if setting.pool:
-        db["OPTIONS"] = {**db["OPTIONS"], "pool": {"min_size": 4, "max_size": 4}}
+        pool: dict[str, Any] = {"min_size": 4, "max_size": 4}
+        if setting.window:
+            pool["check"] = django_thread.check_pooled_connection
+        db["OPTIONS"] = {**db["OPTIONS"], "pool": pool}
     try:
-        yield
+        with override_settings(DJANGO_THREAD={"HEALTH_CHECK_WINDOW": setting.window}):
+            yield
     finally:
         if setting.pool:
             connections[alias].close_pool()  # type: ignore[attr-defined]
