@@ -32,3 +32,21 @@ def kill_connections(alias: str = "default") -> int:
         return len(sessions)
     finally:
         probe.close()
+
+
+def create_database(name: str, alias: str = "default") -> None:
+    """Create database *name* on *alias*'s server (PostgreSQL and MariaDB)."""
+    probe = probe_for(alias)
+    try:
+        probe.create_database(name)
+    finally:
+        probe.close()
+
+
+def drop_database(name: str, alias: str = "default") -> None:
+    """``DROP DATABASE`` *name* on *alias*'s PostgreSQL server, as a test runner does."""
+    probe = probe_for(alias)
+    try:
+        probe.conn.execute(f'DROP DATABASE "{name}"')  # type: ignore[attr-defined]
+    finally:
+        probe.close()
