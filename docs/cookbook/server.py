@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.server import probe_for
+from tests.server import PostgresProbe, probe_for
 
 
 def open_connections(alias: str = "default") -> int:
@@ -47,6 +47,9 @@ def drop_database(name: str, alias: str = "default") -> None:
     """``DROP DATABASE`` *name* on *alias*'s PostgreSQL server, as a test runner does."""
     probe = probe_for(alias)
     try:
-        probe.conn.execute(f'DROP DATABASE "{name}"')  # type: ignore[attr-defined]
+        if not isinstance(probe, PostgresProbe):
+            msg = "drop_database() is written for PostgreSQL"
+            raise NotImplementedError(msg)
+        probe.conn.execute(f'DROP DATABASE "{name}"')
     finally:
         probe.close()
