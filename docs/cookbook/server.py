@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.server import probe_for
+from tests.server import PostgresProbe, probe_for
 
 
 def open_connections(alias: str = "default") -> int:
@@ -30,5 +30,26 @@ def kill_connections(alias: str = "default") -> int:
         for session in sessions:
             probe.kill(session)
         return len(sessions)
+    finally:
+        probe.close()
+
+
+def create_database(name: str, alias: str = "default") -> None:
+    """Create database *name* on *alias*'s server (PostgreSQL and MariaDB)."""
+    probe = probe_for(alias)
+    try:
+        probe.create_database(name)
+    finally:
+        probe.close()
+
+
+def drop_database(name: str, alias: str = "default") -> None:
+    """``DROP DATABASE`` *name* on *alias*'s PostgreSQL server, as a test runner does."""
+    probe = probe_for(alias)
+    try:
+        if not isinstance(probe, PostgresProbe):
+            msg = "drop_database() is written for PostgreSQL"
+            raise NotImplementedError(msg)
+        probe.conn.execute(f'DROP DATABASE "{name}"')
     finally:
         probe.close()

@@ -21,5 +21,7 @@ default = dj_database_url.parse(
 )
 DATABASES = {"default": default}
 if default["ENGINE"].endswith("sqlite3"):
-    # Threads need a file: Django's default in-memory test database is per connection.
+    # Threads need a file. Django's default in-memory test database is shared between
+    # connections, but it ignores close() (so closing cannot be observed) and locks
+    # whole tables against a concurrent writer ("database table is locked").
     default["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}

@@ -177,7 +177,8 @@ def thread_in_atomic() -> list[Row]:
     """The caller starts a thread inside transaction.atomic(), then keeps writing."""
 
     class NaiveThread(threading.Thread):
-        # django-thread 0.0.1 did this: "clean up" in start(), i.e. in the caller.
+        # A first design of django-thread (never released) did this: "clean up" in
+        # start(), i.e. in the caller.
         def start(self) -> None:
             close_old_connections()
             super().start()

@@ -24,5 +24,7 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-    # Threads need a file: Django's default in-memory test database is per connection.
+    # Threads need a file. Django's default in-memory test database is shared between
+    # connections, but it ignores close() (so closing cannot be observed) and locks
+    # whole tables against a concurrent writer ("database table is locked").
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}
