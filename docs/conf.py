@@ -41,6 +41,10 @@ nitpicky = True
 nitpick_ignore_regex = [
     # Type variables in signatures, which have no page of their own.
     (r"py:.*", r"(typing\.|django_thread\._executor\.)?~?(P|T|Ts)(\.args|\.kwargs)?"),
+    # unit_of_work's overloads: the decorated function's type variable, and the
+    # context manager it returns (documented with unit_of_work itself).
+    (r"py:.*", r"django_thread\._connections\.(F|UnitOfWork)"),
+    (r"py:data", r"typing\.Optional"),
 ]
 
 autodoc_member_order = "bysource"
