@@ -102,6 +102,7 @@ class _ThreadRecord:
             conn = ref()
             if conn is None or conn.connection is None:
                 del self.wrappers[key]  # freed, or closed: connecting again re-adds it
+                self.ended_at.pop(key, None)
             else:
                 alive.append(conn)
         return alive
