@@ -36,6 +36,7 @@ EXAMPLE_COMMANDS = {
     "conn_max_age": [["connreport"]],
     "failure_scenarios": [["failures"]],
     "migrating": [["digest", "--variant", v] for v in ("legacy", "modern", "third-party")],
+    "tasks": [["waysout"]],
 }
 IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 
