@@ -176,6 +176,13 @@ def bench(session: nox.Session) -> None:
     session.run("python", "-m", "tests.benchmark", *session.posargs)
 
 
+@nox.session(python="3.12")
+def bench_tasks(session: nox.Session) -> None:
+    """django_thread.tasks against ImmediateBackend and django-tasks-local; `-- --quick`."""
+    session.install("-e", ".", *group("bench-tasks"))
+    session.run("python", "-m", "tests.benchmark_tasks", *session.posargs)
+
+
 @nox.session(python=None)
 def lint(session: nox.Session) -> None:
     session.install(*group("lint"))
