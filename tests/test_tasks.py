@@ -6,11 +6,15 @@ and connection counts are read from the server.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, cast
 
 import django
@@ -480,3 +484,61 @@ def refreshed(results: list[TaskResult[..., Any]]) -> list[TaskResult[..., Any]]
         if not result.is_finished:
             result.refresh()
     return results
+
+
+def test_aenqueue_and_aget_result(backend: ThreadPoolBackend) -> None:
+    async def enqueue_then_read() -> tuple[str, str]:
+        result = await task(pair).aenqueue()
+        again = await backend.aget_result(result.id)
+        return result.id, again.id
+
+    first, second = asyncio.run(enqueue_then_read())
+    assert first == second
+
+
+EXIT_SCRIPT = """
+import logging, sys, time
+import django
+from django.conf import settings
+from tests.settings import DATABASES
+settings.configure(
+    USE_TZ=True,
+    DATABASES=DATABASES,
+    INSTALLED_APPS=["tests.testapp"],
+    TASKS={"default": {"BACKEND": "django_thread.tasks.ThreadPoolBackend",
+                       "OPTIONS": {"MAX_WORKERS": 1, "SHUTDOWN_TIMEOUT": 30}}},
+)
+django.setup()
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(message)s")
+from django.tasks import task
+from tests.test_tasks import record, sleep_briefly
+running = task(sleep_briefly).enqueue()
+while (running.refresh() or running.status) != "RUNNING":
+    time.sleep(0.005)
+queued = [task(record).enqueue(str(i)) for i in range(3)]
+print("queued", *[r.id for r in queued])
+"""
+
+
+def sleep_briefly() -> None:
+    time.sleep(0.3)
+
+
+def test_interpreter_exit_waits_for_running_and_logs_queued() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.returncode == 0, done.stderr
+    [line] = [x for x in done.stdout.splitlines() if x.startswith("queued ")]
+    queued = line.split()[1:]
+    assert len(queued) == 3
+    # Not run by the stdlib pool's own exit hook (which would run the whole queue):
+    # stopped, and each one logged.
+    for result_id in queued:
+        assert f"Task id={result_id} path=tests.test_tasks.record did not run" in done.stdout
+    assert "still running" not in done.stdout  # the running one was waited for
