@@ -252,9 +252,9 @@ class _Pool:
                 if self.closed:  # only shutdown() waits for running tasks to end
                     self.lock.notify_all()
 
-    @staticmethod
-    def _execute(sender: type[ThreadPoolBackend], result: AnyResult) -> None:
-        # The body of Django's ImmediateBackend._execute_task, run in the worker.
+    def _execute(self, sender: type[ThreadPoolBackend], result: AnyResult) -> None:
+        # The body of Django's ImmediateBackend._execute_task, run in the worker; the
+        # outcome is stored under the lock, so get_result() never sees half of it.
         task_started.send(sender=sender, task_result=result)
         task = result.task
         try:
@@ -262,23 +262,26 @@ class _Pool:
                 raw = task.call(TaskContext(task_result=result), *result.args, **result.kwargs)
             else:
                 raw = task.call(*result.args, **result.kwargs)
-            object.__setattr__(result, "_return_value", normalize_json(raw))
+            value = normalize_json(raw)
         except KeyboardInterrupt:
             raise
         except BaseException as e:
-            object.__setattr__(result, "finished_at", timezone.now())
             exception_type = type(e)
-            result.errors.append(
-                TaskError(
-                    exception_class_path=f"{exception_type.__module__}.{exception_type.__qualname__}",
-                    traceback="".join(format_exception(e)),
-                )
+            error = TaskError(
+                exception_class_path=f"{exception_type.__module__}.{exception_type.__qualname__}",
+                traceback="".join(format_exception(e)),
             )
-            object.__setattr__(result, "status", TaskResultStatus.FAILED)
+            with self.lock:
+                object.__setattr__(result, "finished_at", timezone.now())
+                result.errors.append(error)
+                object.__setattr__(result, "status", TaskResultStatus.FAILED)
+            # Sent inside the except block, as Django does: its receiver logs exc_info.
             task_finished.send(sender, task_result=result)
         else:
-            object.__setattr__(result, "finished_at", timezone.now())
-            object.__setattr__(result, "status", TaskResultStatus.SUCCESSFUL)
+            with self.lock:
+                object.__setattr__(result, "_return_value", value)
+                object.__setattr__(result, "finished_at", timezone.now())
+                object.__setattr__(result, "status", TaskResultStatus.SUCCESSFUL)
             task_finished.send(sender, task_result=result)
 
     def _evict(self) -> None:
