@@ -149,6 +149,7 @@ def wait_running(result: TaskResult[..., Any]) -> None:
 def test_thousand_tasks_write_rows_and_leave_no_connection(
     configure: Configure, probe: ServerProbe
 ) -> None:
+    assert Note.objects.count() == 0  # the main thread's own connection: in the baseline
     baseline = probe.steady()
     backend = configure(MAX_WORKERS=8)
     job = task(write_note)
@@ -166,7 +167,11 @@ def test_thousand_tasks_write_rows_and_leave_no_connection(
     reader.join()
     assert seen == ids
     backend.shutdown()
-    assert settle(probe, baseline) == baseline
+    assert settle(probe, baseline) == baseline, (
+        baseline,
+        probe.backend_ids(),
+        threading.enumerate(),
+    )
 
 
 def test_higher_priority_first_fifo_within_one(configure: Configure) -> None:
