@@ -36,6 +36,7 @@ EXAMPLE_COMMANDS = {
     "conn_max_age": [["connreport"]],
     "failure_scenarios": [["failures"]],
     "migrating": [["digest", "--variant", v] for v in ("legacy", "modern", "third-party")],
+    "tasks": [["waysout"]],
 }
 IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 
@@ -197,6 +198,13 @@ def bench(session: nox.Session) -> None:
     """
     install_for(session, "mariadb", *group("postgresql"), *group("bench"))
     session.run("python", "-m", "tests.benchmark", *session.posargs)
+
+
+@nox.session(python="3.12")
+def bench_tasks(session: nox.Session) -> None:
+    """django_thread.tasks against ImmediateBackend and django-tasks-local; `-- --quick`."""
+    session.install("-e", ".", *group("bench-tasks"))
+    session.run("python", "-m", "tests.benchmark_tasks", *session.posargs)
 
 
 @nox.session(python=None)

@@ -1,0 +1,490 @@
+"""A :mod:`django.tasks` backend that runs tasks on django-thread's thread pool (Django 6.0+).
+
+.. code-block:: python
+
+    TASKS = {
+        "default": {
+            "BACKEND": "django_thread.tasks.ThreadPoolBackend",
+            "QUEUES": ["default", "emails"],
+            "OPTIONS": {"MAX_WORKERS": 8, "MAX_RESULTS": 1000,
+                        "ENQUEUE_ON_COMMIT": True, "SHUTDOWN_TIMEOUT": 30},
+        }
+    }
+
+Each task is one unit of work on a :class:`django_thread.ThreadPoolExecutor`: its
+connections follow ``CONN_MAX_AGE`` / ``CONN_HEALTH_CHECKS`` and are closed when the
+worker exits. Tasks and results live in this process's memory only.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import heapq
+import itertools
+import logging
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from traceback import format_exception
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar
+
+import django
+
+if django.VERSION < (6, 0):  # pragma: no cover - exercised on Django 5.2 only
+    msg = (
+        "django_thread.tasks needs Django 6.0 or newer (it is a django.tasks backend); "
+        f"this is Django {django.get_version()}. The rest of django_thread works on 5.2."
+    )
+    raise ImportError(msg)
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.dispatch import receiver
+from django.tasks.backends.base import BaseTaskBackend
+from django.tasks.base import Task, TaskContext, TaskError, TaskResult, TaskResultStatus
+from django.tasks.exceptions import TaskException, TaskResultDoesNotExist
+from django.tasks.signals import task_enqueued, task_finished, task_started
+from django.utils import timezone
+from django.utils.crypto import get_random_string
+from django.utils.json import normalize_json
+
+from django_thread import ThreadPoolExecutor
+
+if TYPE_CHECKING:
+    AnyResult: TypeAlias = TaskResult[..., Any]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_Res = TypeVar("_Res", bound="AnyResult")
+
+__all__ = ["BackendShutDownError", "ThreadPoolBackend"]
+
+logger = logging.getLogger(__name__)
+
+#: The defaults of ``OPTIONS``. ``MAX_WORKERS`` None is the stdlib pool's own default,
+#: ``min(32, os.cpu_count() + 4)``; ``SHUTDOWN_TIMEOUT`` None waits for running tasks
+#: however long they take.
+DEFAULTS: dict[str, Any] = {
+    "MAX_WORKERS": None,
+    "MAX_RESULTS": 1000,
+    "ENQUEUE_ON_COMMIT": True,
+    "SHUTDOWN_TIMEOUT": 30,
+}
+
+
+class BackendShutDownError(TaskException, RuntimeError):
+    """Raised by ``enqueue()`` once the backend's pool has been shut down."""
+
+
+def _validate_options(alias: str, options: object) -> dict[str, Any]:
+    def bad(name: str, why: str) -> ImproperlyConfigured:
+        return ImproperlyConfigured(f"TASKS[{alias!r}]['OPTIONS'][{name!r}] {why}")
+
+    if not isinstance(options, dict):
+        msg = f"TASKS[{alias!r}]['OPTIONS'] must be a dict, not {type(options).__name__}"
+        raise ImproperlyConfigured(msg)
+    unknown = sorted(set(options) - set(DEFAULTS))
+    if unknown:
+        known = ", ".join(DEFAULTS)
+        raise bad(unknown[0], f"is not an option of ThreadPoolBackend (known: {known})")
+    values = {**DEFAULTS, **options}
+    workers = values["MAX_WORKERS"]
+    # bool is an int: True workers is a typo, not a pool size.
+    if workers is not None and (type(workers) is not int or workers < 1):
+        raise bad("MAX_WORKERS", f"must be a whole number of at least 1 or None, not {workers!r}")
+    results = values["MAX_RESULTS"]
+    if type(results) is not int or results < 0:
+        raise bad("MAX_RESULTS", f"must be a whole number of at least 0, not {results!r}")
+    if type(values["ENQUEUE_ON_COMMIT"]) is not bool:
+        raise bad(
+            "ENQUEUE_ON_COMMIT", f"must be True or False, not {values['ENQUEUE_ON_COMMIT']!r}"
+        )
+    timeout = values["SHUTDOWN_TIMEOUT"]
+    if timeout is not None and (type(timeout) not in (int, float) or timeout < 0):
+        raise bad(
+            "SHUTDOWN_TIMEOUT", f"must be a number of seconds (>= 0) or None, not {timeout!r}"
+        )
+    return values
+
+
+@dataclass(order=True)
+class _Due:
+    """A deferred task in the scheduler's heap: earliest ``run_after`` first."""
+
+    when: datetime
+    seq: int
+    result_id: str = field(compare=False)
+
+
+class _Pool:
+    """What every backend instance of one alias shares: the pool, the queue, the results.
+
+    Django makes one backend instance per thread; the work and the results must not be.
+    One ``submit()`` is made per ready task, and each submitted call runs whichever
+    ready task has the highest priority when a worker takes it, so the executor's own
+    FIFO never decides the order.
+    """
+
+    def __init__(
+        self, alias: str, backend_class: type[ThreadPoolBackend], values: dict[str, Any]
+    ) -> None:
+        self.alias = alias
+        self.backend_class = backend_class
+        self.max_results: int = values["MAX_RESULTS"]
+        self.shutdown_timeout: float | None = values["SHUTDOWN_TIMEOUT"]
+        self.executor = ThreadPoolExecutor(
+            max_workers=values["MAX_WORKERS"], thread_name_prefix=f"tasks-{alias}"
+        )
+        # A plain Lock underneath (faster than the default RLock): nothing re-enters it.
+        self.lock = threading.Condition(threading.Lock())
+        self.results: dict[str, AnyResult] = {}
+        self.finished: OrderedDict[str, None] = OrderedDict()  # oldest first
+        self.ready: list[tuple[int, int, str]] = []  # (-priority, seq, id): a heap
+        self.deferred: list[_Due] = []  # a heap
+        self.running: set[str] = set()
+        self.seq = itertools.count()
+        self.closed = False
+        self.scheduler: threading.Thread | None = None
+        self.worker_ids = threading.local()
+
+    # -- enqueueing (any thread) ----------------------------------------------------
+
+    def add(self, result: _Res) -> _Res:
+        """Make *result* known to get_result() and queue it (now, or when due).
+
+        Returns a snapshot taken before any worker could change it.
+        """
+        with self.lock:
+            self._check_open(result)
+            object.__setattr__(result, "enqueued_at", timezone.now())
+            self.results[result.id] = result
+            snapshot = _snapshot(result)
+        # Sent before a worker can take the task, so task_enqueued always precedes
+        # task_started, and outside the lock, so receivers cannot stall the workers.
+        task_enqueued.send(self.backend_class, task_result=result)
+        run_after = result.task.run_after
+        with self.lock:
+            if self.closed:  # shut down while the signal was being sent
+                self._fail_unrun([result])
+            elif run_after is not None and run_after > timezone.now():
+                heapq.heappush(self.deferred, _Due(run_after, next(self.seq), result.id))
+                self._ensure_scheduler()
+                self.lock.notify_all()
+                return snapshot
+            else:
+                self._make_ready(result)
+                return snapshot
+        self._log_unrun([result])
+        return snapshot
+
+    def add_on_commit(self, result: AnyResult) -> None:
+        try:
+            self.add(result)
+        except BackendShutDownError:
+            # Raising would break the commit that already happened; say it instead.
+            self._log_unrun([result])
+
+    def _check_open(self, result: AnyResult) -> None:
+        if self.closed:
+            msg = (
+                f"Task backend {self.alias!r} has been shut down: "
+                f"{result.task.module_path} was not enqueued"
+            )
+            raise BackendShutDownError(msg)
+
+    def _make_ready(self, result: AnyResult) -> None:
+        # Called with the lock held.
+        heapq.heappush(self.ready, (-result.task.priority, next(self.seq), result.id))
+        self.executor.submit(self._run_next)
+
+    def _ensure_scheduler(self) -> None:
+        if self.scheduler is None:
+            # One thread for every deferred task; it never touches the database, so a
+            # plain daemon thread: it must not keep the process alive.
+            self.scheduler = threading.Thread(
+                target=self._schedule, name=f"tasks-{self.alias}-scheduler", daemon=True
+            )
+            self.scheduler.start()
+
+    def _schedule(self) -> None:
+        with self.lock:
+            while not self.closed:
+                now = timezone.now()
+                while self.deferred and self.deferred[0].when <= now:
+                    due = heapq.heappop(self.deferred)
+                    self._make_ready(self.results[due.result_id])
+                wait = (self.deferred[0].when - now).total_seconds() if self.deferred else None
+                self.lock.wait(wait)
+
+    # -- running (pool workers) -----------------------------------------------------
+
+    def _worker_id(self) -> str:
+        worker_id: str | None = getattr(self.worker_ids, "id", None)
+        if worker_id is None:
+            worker_id = self.worker_ids.id = get_random_string(32)
+        return worker_id
+
+    def _run_next(self) -> None:
+        sender = self.backend_class
+        with self.lock:
+            if not self.ready:  # drained by shutdown()
+                return
+            _, _, result_id = heapq.heappop(self.ready)
+            result = self.results[result_id]
+            started = timezone.now()
+            object.__setattr__(result, "status", TaskResultStatus.RUNNING)
+            object.__setattr__(result, "started_at", started)
+            object.__setattr__(result, "last_attempted_at", started)
+            result.worker_ids.append(self._worker_id())
+            self.running.add(result_id)
+        try:
+            self._execute(sender, result)
+        except BaseException:  # KeyboardInterrupt: _execute() handled everything else
+            with self.lock:
+                self._finish(result_id)
+            raise
+
+    def _finish(self, result_id: str) -> None:
+        # Called with the lock held, in the same section that stores the outcome: one
+        # lock round trip per task fewer.
+        self.running.discard(result_id)
+        self.finished[result_id] = None
+        self._evict()
+        if self.closed:  # only shutdown() waits for running tasks to end
+            self.lock.notify_all()
+
+    def _execute(self, sender: type[ThreadPoolBackend], result: AnyResult) -> None:
+        # The body of Django's ImmediateBackend._execute_task, run in the worker; the
+        # outcome is stored under the lock, so get_result() never sees half of it.
+        task_started.send(sender=sender, task_result=result)
+        task = result.task
+        try:
+            if task.takes_context:
+                raw = task.call(TaskContext(task_result=result), *result.args, **result.kwargs)
+            else:
+                raw = task.call(*result.args, **result.kwargs)
+            value = normalize_json(raw)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:
+            exception_type = type(e)
+            error = TaskError(
+                exception_class_path=f"{exception_type.__module__}.{exception_type.__qualname__}",
+                traceback="".join(format_exception(e)),
+            )
+            with self.lock:
+                object.__setattr__(result, "finished_at", timezone.now())
+                result.errors.append(error)
+                object.__setattr__(result, "status", TaskResultStatus.FAILED)
+                self._finish(result.id)
+            # Sent inside the except block, as Django does: its receiver logs exc_info.
+            task_finished.send(sender, task_result=result)
+        else:
+            with self.lock:
+                object.__setattr__(result, "_return_value", value)
+                object.__setattr__(result, "finished_at", timezone.now())
+                object.__setattr__(result, "status", TaskResultStatus.SUCCESSFUL)
+                self._finish(result.id)
+            task_finished.send(sender, task_result=result)
+
+    def _evict(self) -> None:
+        # Only finished results are dropped, oldest first: a queued or running task's
+        # result must stay retrievable whatever the bound.
+        while len(self.results) > self.max_results and self.finished:
+            oldest, _ = self.finished.popitem(last=False)
+            self.results.pop(oldest, None)
+
+    # -- reading (any thread) ---------------------------------------------------------
+
+    def get(self, result_id: str) -> AnyResult:
+        with self.lock:
+            try:
+                stored = self.results[result_id]
+            except KeyError:
+                raise TaskResultDoesNotExist(result_id) from None
+            return _snapshot(stored)
+
+    # -- stopping -------------------------------------------------------------------
+
+    def _fail_unrun(self, results: list[AnyResult]) -> None:
+        # Called with the lock held. FAILED is Django's status for "unable to start".
+        for result in results:
+            object.__setattr__(result, "status", TaskResultStatus.FAILED)
+            object.__setattr__(result, "finished_at", timezone.now())
+            result.errors.append(
+                TaskError(
+                    exception_class_path=f"{__name__}.BackendShutDownError",
+                    traceback=f"{__name__}.BackendShutDownError: task backend {self.alias!r} "
+                    "was shut down before the task ran\n",
+                )
+            )
+            self.finished[result.id] = None
+
+    def _log_unrun(self, results: list[AnyResult]) -> None:
+        for result in results:
+            logger.warning(
+                "Task id=%s path=%s did not run: task backend %r was shut down",
+                result.id,
+                result.task.module_path,
+                self.alias,
+            )
+
+    def shutdown(self) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            not_run = [self.results[rid] for _, _, rid in self.ready]
+            not_run += [self.results[due.result_id] for due in self.deferred]
+            self.ready.clear()
+            self.deferred.clear()
+            self.lock.notify_all()  # wakes the scheduler, which exits
+            self._fail_unrun(not_run)
+            timed_out = not self.lock.wait_for(
+                lambda: not self.running, timeout=self.shutdown_timeout
+            )
+            still_running = [self.results[rid] for rid in self.running]
+        self._log_unrun(not_run)
+        if timed_out:
+            for result in still_running:
+                logger.warning(
+                    "Task id=%s path=%s still running after SHUTDOWN_TIMEOUT=%ss",
+                    result.id,
+                    result.task.module_path,
+                    self.shutdown_timeout,
+                )
+        # Nothing is queued any more, so idle workers exit at once and close their
+        # connections; with timed_out, busy ones do when their task returns.
+        self.executor.shutdown(wait=not timed_out, cancel_futures=True)
+
+
+# Every field, _return_value (init=False) included.
+_RESULT_SLOTS = tuple(f.name for f in dataclasses.fields(TaskResult))
+
+
+def _snapshot(result: _Res) -> _Res:
+    """A copy the caller may keep: the stored result goes on changing in the worker.
+
+    Built slot by slot: copy.copy() goes through dataclasses' getstate/setstate, which
+    cost more than the rest of an enqueue().
+    """
+    clone = object.__new__(type(result))
+    for name in _RESULT_SLOTS:
+        object.__setattr__(clone, name, getattr(result, name))
+    object.__setattr__(clone, "errors", list(result.errors))
+    object.__setattr__(clone, "worker_ids", list(result.worker_ids))
+    return clone
+
+
+def _new_id() -> str:
+    # 32 random hex digits, from os.urandom like Django's get_random_string(32), whose
+    # 32 SystemRandom.choice() calls were half the CPU time of running a no-op task.
+    return uuid.uuid4().hex
+
+
+_registry_lock = threading.Lock()
+_pools: dict[str, _Pool] = {}
+_every_pool: list[_Pool] = []  # also those forgotten by a TASKS change, for exit
+
+
+def _pool_for(alias: str, backend_class: type[ThreadPoolBackend], values: dict[str, Any]) -> _Pool:
+    with _registry_lock:
+        pool = _pools.get(alias)
+        if pool is None:
+            pool = _pools[alias] = _Pool(alias, backend_class, values)
+            _every_pool.append(pool)
+        return pool
+
+
+@receiver(setting_changed)
+def _forget_pools(*, setting: str, **kwargs: Any) -> None:
+    # Django drops its backend instances when TASKS changes (override_settings); the
+    # next instances then get new pools with the new OPTIONS.
+    if setting == "TASKS":
+        with _registry_lock:
+            _pools.clear()
+
+
+def _shutdown_all() -> None:
+    with _registry_lock:
+        pools = list(_every_pool)
+    for pool in pools:
+        pool.shutdown()
+
+
+# The stdlib's pool joins its workers from threading's exit hooks, which run before
+# atexit's and would first run every queued task with no timeout. Ours must stop the
+# queue first, so it joins those hooks: they run last-registered first.
+_register_thread_exit: Callable[[Callable[[], None]], None] | None = getattr(
+    threading, "_register_atexit", None
+)
+if _register_thread_exit is not None:
+    _register_thread_exit(_shutdown_all)
+else:  # pragma: no cover - every CPython we support has it
+    atexit.register(_shutdown_all)
+
+
+class ThreadPoolBackend(BaseTaskBackend):
+    """Runs tasks in this process, each as one unit of work of a shared thread pool.
+
+    ``OPTIONS`` (all optional): ``MAX_WORKERS`` (default None: the stdlib's
+    ``min(32, cpu_count + 4)``), ``MAX_RESULTS`` (1000 results kept; the oldest
+    finished ones are dropped first), ``ENQUEUE_ON_COMMIT`` (True: an enqueue inside
+    ``atomic()`` on the default database is handed to the pool when the outermost
+    block commits, and never if it rolls back) and ``SHUTDOWN_TIMEOUT`` (30 seconds
+    that :meth:`shutdown` waits for running tasks; None waits as long as they take).
+    """
+
+    supports_defer = True
+    supports_async_task = True
+    supports_get_result = True
+    supports_priority = True
+
+    def __init__(self, alias: str, params: dict[str, Any]) -> None:
+        super().__init__(alias, params)
+        values = _validate_options(alias, self.options)
+        self.enqueue_on_commit: bool = values["ENQUEUE_ON_COMMIT"]
+        self._pool = _pool_for(alias, type(self), values)
+
+    def enqueue(
+        self, task: Task[_P, _R], args: list[Any], kwargs: dict[str, Any]
+    ) -> TaskResult[_P, _R]:
+        self.validate_task(task)
+        pool = self._pool
+        result: TaskResult[_P, _R] = TaskResult(
+            task=task,
+            id=_new_id(),
+            status=TaskResultStatus.READY,
+            enqueued_at=None,
+            started_at=None,
+            last_attempted_at=None,
+            finished_at=None,
+            args=list(args),
+            kwargs=kwargs,
+            backend=self.alias,
+            errors=[],
+            worker_ids=[],
+        )
+        pool._check_open(result)
+        # Checked before on_commit(), which would open a connection to ask the
+        # server for its autocommit state: enqueueing must not touch the database.
+        if self.enqueue_on_commit and connections[DEFAULT_DB_ALIAS].in_atomic_block:
+            transaction.on_commit(lambda: pool.add_on_commit(result), using=DEFAULT_DB_ALIAS)
+            return _snapshot(result)
+        return pool.add(result)
+
+    def get_result(self, result_id: str) -> AnyResult:
+        return self._pool.get(result_id)
+
+    def shutdown(self) -> None:
+        """Stop taking tasks, wait up to ``SHUTDOWN_TIMEOUT`` for running ones, log the rest.
+
+        Shuts the pool of this alias down for every instance and thread. Tasks still
+        queued or deferred are marked FAILED and logged (id and path) as not run.
+        """
+        self._pool.shutdown()

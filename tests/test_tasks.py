@@ -1,0 +1,549 @@
+"""django_thread.tasks.ThreadPoolBackend: Django's task semantics, run on our pool.
+
+Workers use their own connections, so every test commits for real (transaction=True)
+and connection counts are read from the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, cast
+
+import django
+import pytest
+
+if django.VERSION < (6, 0):
+    pytest.skip("django.tasks needs Django 6.0 or newer", allow_module_level=True)
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
+from django.tasks import Task, TaskContext, TaskResult, TaskResultStatus, task, task_backends
+from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
+from django.tasks.signals import task_enqueued, task_finished, task_started
+from django.utils import timezone
+from pytest_django import Settings as SettingsWrapper
+
+from django_thread.tasks import BackendShutDownError, ThreadPoolBackend
+from tests.conftest import settle
+from tests.faults import Killer, Outcome, idle_timeout
+from tests.server import ServerProbe
+from tests.testapp.models import Note
+from tests.work import main_backend_ids, query, session_id, thread_name
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BACKEND = "django_thread.tasks.ThreadPoolBackend"
+
+# -- the tasks (Django requires module-level functions) ---------------------------------
+
+GATE = threading.Event()
+ORDER: list[str] = []
+OUTCOMES: dict[str, Outcome] = {}
+
+
+def write_note(text: str) -> str:
+    Note.objects.create(text=text)
+    return text
+
+
+def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def wait_for_gate() -> None:
+    GATE.wait(30)
+
+
+def record(label: str) -> None:
+    ORDER.append(label)
+
+
+def pair() -> tuple[int, int]:
+    return (1, 2)
+
+
+def with_context(context: TaskContext[Any, Any], value: int) -> dict[str, Any]:
+    return {"id": context.task_result.id, "attempt": context.attempt, "value": value}
+
+
+async def add(a: int, b: int) -> int:
+    return a + b
+
+
+def timed_query(context: TaskContext[Any, Any], delay: float) -> None:
+    time.sleep(delay)  # time passes before the task touches the database
+    outcome = Outcome(thread_name(), session_id(), time.monotonic(), 0)
+    OUTCOMES[context.task_result.id] = outcome
+    try:
+        query()
+    finally:
+        outcome.ended = time.monotonic()
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+Configure = Callable[..., ThreadPoolBackend]
+
+
+@pytest.fixture
+def configure(settings: SettingsWrapper) -> Iterator[Configure]:
+    """Point TASKS["default"] at our backend with *options*; shut it down afterwards."""
+    made: list[ThreadPoolBackend] = []
+    GATE.clear()
+    ORDER.clear()
+    OUTCOMES.clear()
+
+    def configure(queues: list[str] | None = None, **options: Any) -> ThreadPoolBackend:
+        params: dict[str, Any] = {"BACKEND": BACKEND, "OPTIONS": options}
+        if queues is not None:
+            params["QUEUES"] = queues
+        settings.TASKS = {"default": params}
+        backend = task_backends["default"]
+        assert isinstance(backend, ThreadPoolBackend)
+        made.append(backend)
+        return backend
+
+    yield configure
+    GATE.set()
+    for backend in made:
+        backend.shutdown()
+
+
+@pytest.fixture
+def backend(configure: Configure) -> ThreadPoolBackend:
+    return configure()
+
+
+def wait_all(results: list[TaskResult[..., Any]], timeout: float = 120) -> None:
+    """Refresh *results* until every one has finished."""
+    deadline = time.monotonic() + timeout
+    pending = list(results)
+    while pending:
+        assert time.monotonic() < deadline, f"{len(pending)} tasks never finished"
+        for result in pending:
+            result.refresh()
+        pending = [r for r in pending if not r.is_finished]
+        if pending:
+            time.sleep(0.01)
+
+
+def wait_running(result: TaskResult[..., Any]) -> None:
+    deadline = time.monotonic() + 30
+    while result.status != TaskResultStatus.RUNNING:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+        result.refresh()
+
+
+# -- the tests --------------------------------------------------------------------------
+
+
+def test_thousand_tasks_write_rows_and_leave_no_connection(
+    configure: Configure, probe: ServerProbe
+) -> None:
+    assert Note.objects.count() == 0  # the main thread's own connection: in the baseline
+    baseline = probe.steady()
+    backend = configure(MAX_WORKERS=8)
+    job = task(write_note)
+    results = [job.enqueue(f"note {i}") for i in range(1000)]
+    assert all(r.status == TaskResultStatus.READY for r in results)
+    wait_all(results)
+    assert {r.status for r in results} == {TaskResultStatus.SUCCESSFUL}
+    assert sorted(r.return_value for r in results) == sorted(f"note {i}" for i in range(1000))
+    assert Note.objects.count() == 1000
+    # Every result is retrievable by id, from any thread.
+    ids = [r.id for r in results]
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(backend.get_result(i).id for i in ids))
+    reader.start()
+    reader.join()
+    assert seen == ids
+    backend.shutdown()
+    assert settle(probe, baseline) == baseline, (
+        baseline,
+        probe.backend_ids(),
+        threading.enumerate(),
+    )
+
+
+def test_higher_priority_first_fifo_within_one(configure: Configure) -> None:
+    configure(MAX_WORKERS=1)
+    blocker = task(wait_for_gate).enqueue()
+    wait_running(blocker)  # the one worker is busy: everything else queues
+    job = task(record)
+    for label, priority in [("a0", 0), ("b10", 10), ("c-5", -5), ("d10", 10), ("e50", 50)]:
+        job.using(priority=priority).enqueue(label)
+    last = job.using(priority=-100).enqueue("last")
+    GATE.set()
+    wait_all([last])
+    assert ORDER == ["e50", "b10", "d10", "a0", "c-5", "last"]
+
+
+def test_run_after_defers_in_due_order(configure: Configure) -> None:
+    configure(MAX_WORKERS=2)
+    job = task(record)
+    now = timezone.now()
+    results = [
+        job.using(run_after=now + timedelta(milliseconds=600)).enqueue("third"),
+        job.using(run_after=now + timedelta(milliseconds=200)).enqueue("first"),
+        job.using(run_after=now + timedelta(milliseconds=400)).enqueue("second"),
+        job.enqueue("now"),
+    ]
+    wait_all(results)
+    assert ORDER == ["now", "first", "second", "third"]
+    for result in results:
+        run_after = result.task.run_after
+        assert result.started_at is not None
+        assert run_after is None or result.started_at >= run_after
+
+
+def test_enqueue_in_atomic_runs_after_commit(backend: ThreadPoolBackend) -> None:
+    with transaction.atomic():
+        result = task(write_note).enqueue("committed")
+        # Not handed to the pool yet: READY, not enqueued, unknown to get_result().
+        assert result.status == TaskResultStatus.READY
+        assert result.enqueued_at is None
+        with pytest.raises(TaskResultDoesNotExist):
+            backend.get_result(result.id)
+        with transaction.atomic():  # only the outermost block's commit counts
+            pass
+        with pytest.raises(TaskResultDoesNotExist):
+            backend.get_result(result.id)
+    wait_all([result])
+    done = backend.get_result(result.id)
+    assert done.status == TaskResultStatus.SUCCESSFUL
+    assert done.enqueued_at is not None
+    assert Note.objects.filter(text="committed").exists()
+
+
+class RollbackError(Exception):
+    pass
+
+
+def test_enqueue_in_atomic_never_runs_after_rollback(
+    backend: ThreadPoolBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    enqueued: list[TaskResult[..., Any]] = []
+
+    def enqueue_then_fail() -> None:
+        with transaction.atomic():
+            enqueued.append(task(write_note).enqueue("rolled back"))
+            raise RollbackError
+
+    with pytest.raises(RollbackError):
+        enqueue_then_fail()
+    [result] = enqueued
+    backend.shutdown()  # waits for anything that could still run
+    with pytest.raises(TaskResultDoesNotExist):
+        backend.get_result(result.id)
+    assert not Note.objects.filter(text="rolled back").exists()
+    assert "did not run" not in caplog.text  # nothing was queued to be dropped
+
+
+def test_enqueue_on_commit_off_runs_inside_atomic(configure: Configure) -> None:
+    configure(ENQUEUE_ON_COMMIT=False)
+    with transaction.atomic():
+        result = task(record).enqueue("inside")
+        wait_all([result])
+    assert result.status == TaskResultStatus.SUCCESSFUL
+    assert ORDER == ["inside"]
+
+
+def test_failing_task_reports_exception_path_and_traceback(backend: ThreadPoolBackend) -> None:
+    result = task(fail).enqueue("boom")
+    wait_all([result])
+    assert result.status == TaskResultStatus.FAILED
+    [error] = result.errors
+    assert error.exception_class_path == "builtins.ValueError"
+    assert error.exception_class is ValueError
+    assert "Traceback (most recent call last)" in error.traceback
+    assert "ValueError: boom" in error.traceback
+    assert result.finished_at is not None
+    with pytest.raises(ValueError, match="Task failed"):
+        _ = result.return_value
+
+
+def test_statuses_timestamps_workers_and_json(backend: ThreadPoolBackend) -> None:
+    result = task(pair).enqueue()
+    assert result.enqueued_at is not None
+    wait_all([result])
+    assert cast(object, result.return_value) == [1, 2]  # normalised to JSON, as Django does
+    assert result.started_at is not None
+    assert result.finished_at is not None
+    assert result.enqueued_at <= result.started_at <= result.finished_at
+    assert result.last_attempted_at == result.started_at
+    assert len(result.worker_ids) == 1
+    assert result.attempts == 1
+    assert result.errors == []
+
+
+def test_context_and_async_tasks(backend: ThreadPoolBackend) -> None:
+    contextual = task(takes_context=True)(with_context).enqueue(7)
+    coroutine = task(add).enqueue(2, 3)
+    wait_all([contextual, coroutine])
+    assert contextual.return_value == {"id": contextual.id, "attempt": 1, "value": 7}
+    assert cast(object, coroutine.return_value) == 5
+
+
+def test_signals_in_order_from_the_worker(backend: ThreadPoolBackend) -> None:
+    seen: list[tuple[str, str, type[Any], str]] = []
+
+    def receiver(name: str) -> Callable[..., None]:
+        def receive(sender: type[Any], task_result: TaskResult[..., Any], **kwargs: Any) -> None:
+            seen.append((name, task_result.status, sender, thread_name()))
+
+        return receive
+
+    receivers = {
+        s: receiver(n)
+        for s, n in [
+            (task_enqueued, "enqueued"),
+            (task_started, "started"),
+            (task_finished, "finished"),
+        ]
+    }
+    for signal, receive in receivers.items():
+        signal.connect(receive)
+    try:
+        ok = task(pair).enqueue()
+        wait_all([ok])
+        bad = task(fail).enqueue("x")
+        wait_all([bad])
+    finally:
+        for signal, receive in receivers.items():
+            signal.disconnect(receive)
+    assert [(n, s, c) for n, s, c, _ in seen] == [
+        ("enqueued", "READY", ThreadPoolBackend),
+        ("started", "RUNNING", ThreadPoolBackend),
+        ("finished", "SUCCESSFUL", ThreadPoolBackend),
+        ("enqueued", "READY", ThreadPoolBackend),
+        ("started", "RUNNING", ThreadPoolBackend),
+        ("finished", "FAILED", ThreadPoolBackend),
+    ]
+    main = thread_name()
+    assert seen[0][3] == main
+    assert all(t.startswith("tasks-default") for n, _, _, t in seen if n != "enqueued")
+
+
+def test_shutdown_logs_and_fails_tasks_that_did_not_run(
+    configure: Configure, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = configure(MAX_WORKERS=1, SHUTDOWN_TIMEOUT=30)
+    running = task(wait_for_gate).enqueue()
+    wait_running(running)
+    queued = [task(record).enqueue(str(i)) for i in range(3)]
+    later = task(record).using(run_after=timezone.now() + timedelta(hours=1)).enqueue("later")
+    stopper = threading.Thread(target=backend.shutdown)
+    with caplog.at_level(logging.WARNING, logger="django_thread.tasks"):
+        stopper.start()
+        while not backend._pool.closed:  # shutdown() now waits for the running task
+            time.sleep(0.005)
+        with pytest.raises(BackendShutDownError, match="shut down"):
+            task(record).enqueue("too late")
+        GATE.set()
+        stopper.join()
+    wait_all([running, *queued, later])
+    assert running.status == TaskResultStatus.SUCCESSFUL
+    for result in [*queued, later]:
+        assert result.status == TaskResultStatus.FAILED
+        assert result.errors[0].exception_class_path == "django_thread.tasks.BackendShutDownError"
+        assert f"Task id={result.id} path=tests.test_tasks.record did not run" in caplog.text
+    assert ORDER == []
+    # Another thread's instance of the alias shares the pool, so it is shut down too.
+    other: list[ThreadPoolBackend] = []
+    reader = threading.Thread(target=lambda: other.append(task_backends["default"]))  # type: ignore[arg-type]
+    reader.start()
+    reader.join()
+    assert other[0] is not backend
+    assert other[0]._pool is backend._pool
+
+
+def test_shutdown_timeout_logs_tasks_still_running(
+    configure: Configure, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = configure(MAX_WORKERS=1, SHUTDOWN_TIMEOUT=0)
+    running = task(wait_for_gate).enqueue()
+    wait_running(running)
+    with caplog.at_level(logging.WARNING, logger="django_thread.tasks"):
+        backend.shutdown()
+    assert f"Task id={running.id} path=tests.test_tasks.wait_for_gate still running" in (
+        caplog.text
+    )
+    GATE.set()
+    wait_all([running])
+    assert running.status == TaskResultStatus.SUCCESSFUL
+
+
+def test_results_bounded_oldest_finished_first(configure: Configure) -> None:
+    backend = configure(MAX_WORKERS=1, MAX_RESULTS=3)
+    finished = []
+    for i in range(4):
+        result = task(record).enqueue(str(i))
+        wait_all([result])
+        finished.append(result)
+    with pytest.raises(TaskResultDoesNotExist):
+        backend.get_result(finished[0].id)
+    assert [backend.get_result(r.id).id for r in finished[1:]] == [r.id for r in finished[1:]]
+    # Queued and running results are never dropped, whatever the bound.
+    blocker = task(wait_for_gate).enqueue()
+    wait_running(blocker)
+    queued = [task(record).enqueue(f"q{i}") for i in range(5)]
+    pending_results: list[TaskResult[..., Any]] = [blocker, *queued]
+    for pending in pending_results:
+        assert backend.get_result(pending.id).id == pending.id
+    GATE.set()
+    wait_all(queued[-3:])
+
+
+def test_get_result_unknown_id(backend: ThreadPoolBackend) -> None:
+    with pytest.raises(TaskResultDoesNotExist):
+        backend.get_result("nope")
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"MAX_WORKERS": 0}, "MAX_WORKERS"),
+        ({"MAX_WORKERS": True}, "MAX_WORKERS"),
+        ({"MAX_RESULTS": -1}, "MAX_RESULTS"),
+        ({"ENQUEUE_ON_COMMIT": "yes"}, "ENQUEUE_ON_COMMIT"),
+        ({"SHUTDOWN_TIMEOUT": "30"}, "SHUTDOWN_TIMEOUT"),
+        ({"MAX_WORKER": 4}, "MAX_WORKER"),
+    ],
+)
+def test_bad_options_are_improperly_configured(
+    options: dict[str, Any], named: str, settings: SettingsWrapper
+) -> None:
+    settings.TASKS = {"default": {"BACKEND": BACKEND, "OPTIONS": options}}
+    with pytest.raises(ImproperlyConfigured, match=f"'{named}'"):
+        task_backends["default"]  # creating it is the test
+
+
+def test_invalid_tasks_get_djangos_errors(configure: Configure) -> None:
+    configure(queues=["default"])
+    with pytest.raises(InvalidTask, match="Queue 'emails' is not valid"):
+        task(queue_name="emails")(record)
+    with pytest.raises(InvalidTask, match="priority must be a whole number"):
+        Task(func=record, priority=101)
+    with pytest.raises(InvalidTask, match="first argument of 'context'"):
+        task(takes_context=True)(record)  # type: ignore[arg-type]
+
+
+# -- the server drops connections (tests/faults.py) --------------------------------------
+
+
+@pytest.mark.slow
+def test_idle_timeout_with_health_checks_fails_no_task(
+    configure: Configure, conn_settings: Any, server: ServerProbe
+) -> None:
+    timeout = idle_timeout(server.vendor)
+    conn_settings(max_age=None, health_checks=True, **timeout.options)
+    configure(MAX_WORKERS=4)
+    job = task(takes_context=True)(timed_query)
+    results: list[TaskResult[..., Any]] = []
+    waves = 10 if server.vendor == "postgresql" else 4
+    for wave in range(waves):
+        if wave:
+            time.sleep(timeout.pause)  # every worker's connection idles past the timeout
+        batch = [job.enqueue(0.0) for _ in range(40)]
+        wait_all(batch)
+        results += batch
+    assert [r.errors for r in results if r.status != TaskResultStatus.SUCCESSFUL] == []
+    # The server really dropped them: more sessions than workers were needed.
+    assert len({o.session for o in OUTCOMES.values()}) > 4
+
+
+@pytest.mark.slow
+def test_killed_sessions_fail_only_tasks_with_a_query_in_flight(
+    configure: Configure, conn_settings: Any, server: ServerProbe
+) -> None:
+    conn_settings(max_age=None, health_checks=True)
+    configure(MAX_WORKERS=4)
+    killer = Killer(server, spare=main_backend_ids())
+    job = task(takes_context=True)(timed_query)
+    results = [job.enqueue(i % 7 / 300) for i in range(400)]
+
+    def done() -> bool:
+        return all(backend_result.is_finished for backend_result in refreshed(results))
+
+    killer.run_until(done)
+    failed = [r for r in results if r.status == TaskResultStatus.FAILED]
+    assert killer.killed >= 4 * 3
+    assert [r.id for r in failed if not killer.overlaps(OUTCOMES[r.id])] == []
+    # And the pool recovers: every task succeeds once the killing stops.
+    after = [job.enqueue(0.0) for _ in range(40)]
+    wait_all(after)
+    assert {r.status for r in after} == {TaskResultStatus.SUCCESSFUL}
+
+
+def refreshed(results: list[TaskResult[..., Any]]) -> list[TaskResult[..., Any]]:
+    for result in results:
+        if not result.is_finished:
+            result.refresh()
+    return results
+
+
+def test_aenqueue_and_aget_result(backend: ThreadPoolBackend) -> None:
+    async def enqueue_then_read() -> tuple[str, str]:
+        result = await task(pair).aenqueue()
+        again = await backend.aget_result(result.id)
+        return result.id, again.id
+
+    first, second = asyncio.run(enqueue_then_read())
+    assert first == second
+
+
+EXIT_SCRIPT = """
+import logging, sys, time
+import django
+from django.conf import settings
+from tests.settings import DATABASES
+settings.configure(
+    USE_TZ=True,
+    DATABASES=DATABASES,
+    INSTALLED_APPS=["tests.testapp"],
+    TASKS={"default": {"BACKEND": "django_thread.tasks.ThreadPoolBackend",
+                       "OPTIONS": {"MAX_WORKERS": 1, "SHUTDOWN_TIMEOUT": 30}}},
+)
+django.setup()
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(message)s")
+from django.tasks import task
+from tests.test_tasks import record, sleep_briefly
+running = task(sleep_briefly).enqueue()
+while (running.refresh() or running.status) != "RUNNING":
+    time.sleep(0.005)
+queued = [task(record).enqueue(str(i)) for i in range(3)]
+print("queued", *[r.id for r in queued])
+"""
+
+
+def sleep_briefly() -> None:
+    time.sleep(0.3)
+
+
+def test_interpreter_exit_waits_for_running_and_logs_queued() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.returncode == 0, done.stderr
+    [line] = [x for x in done.stdout.splitlines() if x.startswith("queued ")]
+    queued = line.split()[1:]
+    assert len(queued) == 3
+    # Not run by the stdlib pool's own exit hook (which would run the whole queue):
+    # stopped, and each one logged.
+    for result_id in queued:
+        assert f"Task id={result_id} path=tests.test_tasks.record did not run" in done.stdout
+    assert "still running" not in done.stdout  # the running one was waited for
