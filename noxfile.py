@@ -171,17 +171,17 @@ def package(session: nox.Session) -> None:
             databases.remove("mariadb")
             requirements = [r for r in requirements if r not in group("mariadb")]
         # pip, not uv: the clean venv is the stdlib's, as a user would make it.
-        session.run(python, "-m", "pip", "install", "-q", str(wheel), *requirements)
+        session.run(python, "-m", "pip", "install", "-q", str(wheel), *requirements, external=True)
         shutil.copytree("tests", root / "tests", ignore=shutil.ignore_patterns("*.sqlite3"))
         shutil.copy("pyproject.toml", root)  # pytest's configuration; there is no source here
         (root / "conftest.py").write_text(WHEEL_GUARD.format(venv=venv.resolve()))
         session.chdir(root)
         for database in databases:
+            # Not -q: the header names the django_thread that was tested.
             session.run(
                 python,
                 "-m",
                 "pytest",
-                "-q",
                 *session.posargs,
                 env={"DJANGO_THREAD_TEST_DB": database},
                 success_codes=[0],
