@@ -127,6 +127,21 @@ def newest(session: nox.Session, version: str, database: str) -> None:
 
 
 @nox.session(python=None)
+@nox.parametrize("version", SID_PYTHONS)
+def bench_newest(session: nox.Session, version: str) -> None:
+    """Benchmarks on Python 3.14 / 3.15, in the sid chroot (see `newest` and `bench`)."""
+    if os.geteuid() != 0:
+        session.skip("the sid chroot needs root (debootstrap, chroot, mount)")
+    session.run(
+        str(Path(__file__).parent / ".ci" / "sid-pythons"),
+        "bench",
+        version,
+        *session.posargs,
+        external=True,
+    )
+
+
+@nox.session(python=None)
 def coverage(session: nox.Session) -> None:
     """Branch coverage of django_thread/, combined over every run since the last combine.
 
