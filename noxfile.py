@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
+import zipfile
 from pathlib import Path
 
 import nox
@@ -21,12 +23,17 @@ os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 PYTHONS = nox.project.python_versions(PYPROJECT)
+# This machine's Debian has no 3.14 or 3.15: the `newest` sessions run them in a Debian
+# sid chroot (.ci/sid-pythons). The other sessions use the host's interpreters.
+SID_PYTHONS = ["3.14", "3.15"]
+HOST_PYTHONS = [python for python in PYTHONS if python not in SID_PYTHONS]
 DATABASES = ["sqlite", "postgresql", "mariadb"]
 # Django 5.2 LTS and the newest 6.x; Django 6 needs Python 3.12 or newer.
 DJANGOS = {"5.2": "django>=5.2,<5.3", "6.1": "django>=6.1,<6.2"}
+NEWEST_DJANGO = list(DJANGOS)[-1]
 MATRIX = [
     (python, django)
-    for python in PYTHONS
+    for python in HOST_PYTHONS
     for django in DJANGOS
     if not (django.startswith("6") and python == "3.11")
 ]
@@ -39,6 +46,9 @@ EXAMPLE_COMMANDS = {
     "tasks": [["waysout"]],
 }
 IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+# The docs' dependencies, pinned for both this machine and Read the Docs, so that a new
+# Sphinx (or theme, or extension) release cannot change or break the build unannounced.
+DOCS_CONSTRAINTS = ".ci/docs-constraints.txt"
 
 
 def group(name: str) -> list[str]:
@@ -60,7 +70,12 @@ def install_for(session: nox.Session, database: str, *extra: str) -> None:
 
 
 def run_pytest(session: nox.Session, database: str, *args: str) -> None:
+    # Under coverage, each run writing its own data file (parallel = true) in the
+    # repository: `nox -s coverage` combines them, whichever sessions ran.
     session.run(
+        "coverage",
+        "run",
+        "-m",
         "pytest",
         *args,
         *session.posargs,
@@ -74,7 +89,7 @@ def run_pytest(session: nox.Session, database: str, *args: str) -> None:
 @nox.parametrize("database", DATABASES)
 def tests(session: nox.Session, database: str) -> None:
     """The whole suite, fault injection and load included, on one database."""
-    install_for(session, database)
+    install_for(session, database, *group("coverage"))
     run_pytest(session, database)
 
 
@@ -83,8 +98,128 @@ def tests(session: nox.Session, database: str) -> None:
 @nox.parametrize("database", DATABASES)
 def matrix(session: nox.Session, django: str, database: str) -> None:
     """Everything but the slow fault and load tests, per Python x Django x database."""
-    install_for(session, database, DJANGOS[django])
+    install_for(session, database, DJANGOS[django], *group("coverage"))
     run_pytest(session, database, "-m", "not slow", "-q")
+
+
+@nox.session(python=None)
+@nox.parametrize("version", SID_PYTHONS)
+@nox.parametrize("database", DATABASES)
+def newest(session: nox.Session, version: str, database: str) -> None:
+    """The whole suite on Python 3.14 / 3.15 with the newest Django, in a Debian sid chroot.
+
+    .ci/sid-pythons provisions the chroot once (root needed) into
+    /var/cache/django-thread/sid, or DJANGO_THREAD_SID_ROOT, and reuses it.
+    """
+    if os.geteuid() != 0:
+        reason = "the sid chroot needs root (debootstrap, chroot, mount)"
+        if IN_CI:
+            session.error(reason)
+        session.skip(reason)
+    session.run(
+        str(Path(__file__).parent / ".ci" / "sid-pythons"),
+        "test",
+        version,
+        database,
+        *session.posargs,
+        env={"DJANGO_THREAD_DJANGO": DJANGOS[NEWEST_DJANGO], "DJANGO_THREAD_SID_COVERAGE": "1"},
+        external=True,
+    )
+
+
+@nox.session(python=None)
+@nox.parametrize("version", SID_PYTHONS)
+def bench_newest(session: nox.Session, version: str) -> None:
+    """Benchmarks on Python 3.14 / 3.15, in the sid chroot (see `newest` and `bench`)."""
+    if os.geteuid() != 0:
+        session.skip("the sid chroot needs root (debootstrap, chroot, mount)")
+    session.run(
+        str(Path(__file__).parent / ".ci" / "sid-pythons"),
+        "bench",
+        version,
+        *session.posargs,
+        external=True,
+    )
+
+
+@nox.session(python=None)
+def coverage(session: nox.Session) -> None:
+    """Branch coverage of django_thread/, combined over every run since the last combine.
+
+    Run the test sessions first (`tests`, `matrix`, `newest`); fails under 95%.
+    """
+    session.install(*group("coverage"))
+    if not list(Path().glob(".coverage.*")):
+        session.error("no coverage data: run the tests, matrix or newest sessions first")
+    session.run("coverage", "combine")
+    session.run("coverage", "report")
+
+
+@nox.session(python=None)
+def package(session: nox.Session) -> None:
+    """The release gate: build, check, install the wheel into a clean venv and test it.
+
+    The sdist is built first and the wheel from it, so the sdist is complete too.
+    The tests run from a copy outside the repository, against the installed wheel.
+    """
+    session.install("build", "twine", "check-wheel-contents")
+    dist = Path("dist")
+    shutil.rmtree(dist, ignore_errors=True)
+    session.run("python", "-m", "build", "--outdir", str(dist))
+    [wheel] = dist.glob("*.whl")
+    [sdist] = dist.glob("*.tar.gz")
+    session.run("twine", "check", "--strict", str(wheel), str(sdist))
+    session.run("check-wheel-contents", str(wheel))
+    names = zipfile.ZipFile(wheel).namelist()
+    if "django_thread/py.typed" not in names:
+        session.error(f"{wheel} has no django_thread/py.typed: type checkers would ignore it")
+
+    with tempfile.TemporaryDirectory(prefix="django-thread-wheel-") as scratch:
+        root = Path(scratch)
+        venv = root / "venv"
+        session.run("python", "-m", "venv", str(venv))
+        python = str(venv / "bin" / "python")
+        databases = list(DATABASES)
+        requirements = [*group("tests"), *group("postgresql"), *group("mariadb")]
+        if not (shutil.which("mariadb_config") or shutil.which("mysql_config")):
+            if IN_CI:
+                session.error("mysqlclient needs the MariaDB client headers (libmariadb-dev)")
+            databases.remove("mariadb")
+            requirements = [r for r in requirements if r not in group("mariadb")]
+        # pip, not uv: the clean venv is the stdlib's, as a user would make it.
+        session.run(python, "-m", "pip", "install", "-q", str(wheel), *requirements, external=True)
+        shutil.copytree("tests", root / "tests", ignore=shutil.ignore_patterns("*.sqlite3"))
+        shutil.copy("pyproject.toml", root)  # pytest's configuration; there is no source here
+        (root / "conftest.py").write_text(WHEEL_GUARD.format(venv=venv.resolve()))
+        session.chdir(root)
+        for database in databases:
+            # Not -q: the header names the django_thread that was tested.
+            session.run(
+                python,
+                "-m",
+                "pytest",
+                *session.posargs,
+                env={"DJANGO_THREAD_TEST_DB": database},
+                success_codes=[0],
+                external=True,
+            )
+
+
+# The wheel gate's root conftest.py: the run fails unless django_thread is the wheel
+# installed in the clean venv (pytest's pythonpath puts "." first: were the source
+# tree there, it would be tested instead).
+WHEEL_GUARD = """\
+from pathlib import Path
+
+import django_thread
+
+INSTALLED = Path(django_thread.__file__).resolve()
+assert INSTALLED.is_relative_to("{venv}") and "site-packages" in INSTALLED.parts, INSTALLED
+
+
+def pytest_report_header():
+    return f"django_thread from the wheel: {{INSTALLED}}"
+"""
 
 
 EXAMPLES = sorted(p.parent.name for p in Path("examples").glob("*/manage.py"))
@@ -131,7 +266,7 @@ def examples(session: nox.Session, database: str) -> None:
 @nox.session(python=None)
 def docs(session: nox.Session) -> None:
     """Build the site strictly (-n -W): offline in CI, with intersphinx where reachable."""
-    session.install("-e", ".", *group("docs"))
+    session.install("-c", DOCS_CONSTRAINTS, "-e", ".", *group("docs"))
     env = {"DOCS_OFFLINE": "1"} if IN_CI else {}
     session.run(
         "sphinx-build",
@@ -188,7 +323,7 @@ def docs_tests(session: nox.Session, database: str) -> None:
     )
 
 
-@nox.session(python=PYTHONS)
+@nox.session(python=HOST_PYTHONS)
 def bench(session: nox.Session) -> None:
     """Benchmarks against the stdlib; `-- --quick` for CI's few-second check.
 

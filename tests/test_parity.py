@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import inspect
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -170,13 +172,83 @@ def test_thread_names_follow_thread_name_prefix() -> None:
 
 
 def test_worker_queue_hook_is_in_place() -> None:
-    # ThreadPoolExecutor closes a worker's connections from the private work queue
-    # the stdlib uses to tell workers to exit; fail loudly if a Python moves it.
+    # ThreadPoolExecutor tidies from the private work queue the stdlib's workers read;
+    # the canary below checks that the stdlib still reads it the way we rely on.
     pool = OURS(1)
     try:
         assert type(pool._work_queue).__name__ == "_WorkerQueue"
-        source = inspect.getsource(concurrent.futures.thread)
-        assert "work_queue.get(block=True)" in source
-        assert "self._work_queue.get_nowait()" in source
     finally:
         pool.shutdown()
+
+
+class _RecordingQueue(queue.SimpleQueue[Any]):
+    """A work queue that records which thread reads it, when, and what it got."""
+
+    def __init__(self, events: list[tuple[str, object, int]]) -> None:
+        self.events = events
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        item = super().get(block, timeout)
+        self.events.append(("read", item is None, threading.get_ident()))
+        return item
+
+    def get_nowait(self) -> Any:
+        try:
+            item = super().get_nowait()
+        except queue.Empty:
+            self.events.append(("read", "empty", threading.get_ident()))
+            raise
+        self.events.append(("read", item is None, threading.get_ident()))
+        return item
+
+
+def test_stdlib_worker_loop_reads_the_queue_in_the_worker() -> None:
+    """The canary for the one stdlib detail django_thread.ThreadPoolExecutor relies on.
+
+    A plain stdlib pool with its work queue swapped (as ours does) for one that records
+    its readers. The worker must: run the initializer in its own thread before it first
+    reads; read each work item itself before running it; come back to the queue itself
+    only once the task is over (its future done, the done-callbacks that run in the
+    worker run); and end when it reads None. If this fails on a new Python, the
+    executor's tidying in _WorkerQueue is in the wrong place: see _executor.py.
+    """
+    events: list[tuple[str, object, int]] = []
+
+    def record(what: str, label: object) -> None:
+        events.append((what, label, threading.get_ident()))
+
+    def task(number: int, gate: threading.Event) -> None:
+        gate.wait(5)
+        record("task", number)
+
+    pool = STDLIB_EXECUTOR(1, initializer=record, initargs=("initializer", None))
+    pool._work_queue = _RecordingQueue(events)
+    tasks = 5
+    for number in range(tasks):
+        gate = threading.Event()
+        future = pool.submit(task, number, gate)
+        # Registered while the task waits, so it runs in the worker as the task ends.
+        future.add_done_callback(functools.partial(lambda n, _: record("callback", n), number))
+        gate.set()
+        future.result(timeout=5)
+    [worker] = pool._threads
+    pool.shutdown(wait=True)
+
+    assert worker.ident is not None
+    main = threading.get_ident()
+    assert worker.ident != main
+    assert not worker.is_alive()
+    assert events[0] == ("initializer", None, worker.ident), events[:2]
+    # Every read of the queue is the worker's: submit() and shutdown() never read it.
+    readers = {thread for what, _, thread in events if what == "read"}
+    assert readers == {worker.ident}, events
+    for number in range(tasks):
+        start = events.index(("task", number, worker.ident))
+        end = events.index(("callback", number, worker.ident))
+        # Just before the task: the worker read a work item (not None, not empty).
+        assert events[start - 1] == ("read", False, worker.ident), events[start - 2 : start + 1]
+        # The task, then its done-callback, then the worker's next read, nothing between.
+        assert end == start + 1, events[start : end + 1]
+        assert events[end + 1][0] == "read", events[end : end + 2]
+    # The last thing the worker did: read None, the exit sentinel, and end.
+    assert events[-1] == ("read", True, worker.ident), events[-3:]
