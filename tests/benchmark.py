@@ -313,26 +313,6 @@ def connection_setting(alias: str, setting: Setting) -> Iterator[None]:
         db.update(saved)
 
 
-@contextlib.contextmanager
-def counting_health_checks(alias: str) -> Iterator[list[int]]:
-    """Count the pings Django makes to check connections (its is_usable())."""
-    from django.db import connections  # noqa: PLC0415
-
-    wrapper_class = type(connections[alias])
-    real = wrapper_class.is_usable
-    calls = [0]
-
-    def counted(self: Any) -> bool:
-        calls[0] += 1
-        return bool(real(self))
-
-    wrapper_class.is_usable = counted  # type: ignore[method-assign]
-    try:
-        yield calls
-    finally:
-        wrapper_class.is_usable = real  # type: ignore[method-assign]
-
-
 def _nothing() -> None:
     pass
 
@@ -353,6 +333,7 @@ def run_suite(vendors: list[str], quick: bool) -> list[Measurement]:
     from django.db import connections  # noqa: PLC0415
 
     import django_thread  # noqa: PLC0415
+    from tests.faults import counting_pings  # noqa: PLC0415
 
     # Thread start-up time is noisy (the OS schedules them): more rounds there.
     rounds, thread_rounds = (2, 2) if quick else (9, 21)
@@ -409,7 +390,7 @@ def run_suite(vendors: list[str], quick: bool) -> list[Measurement]:
                     ),
                 )
                 if setting.health_checks and not setting.pool:
-                    with counting_health_checks(vendor) as calls:
+                    with counting_pings(vendor) as calls:
                         orm_tasks(django_thread.ThreadPoolExecutor, queries, vendor)
                     measurement.checks_per_unit = calls[0] / queries
             results.append(measurement)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.db.backends.signals import connection_created
@@ -123,3 +124,28 @@ class Killer:
             for started, ended, victims in self.kills
             if victims
         )
+
+
+@contextmanager
+def counting_pings(alias: str) -> Iterator[list[int]]:
+    """Count the health-check pings (the backend's is_usable()) on *alias*, in any thread.
+
+    The real check still runs: this observes, it does not stand in for the server.
+    """
+    from django.db import connections  # noqa: PLC0415
+
+    wrapper_class = type(connections[alias])
+    real = wrapper_class.is_usable
+    calls = [0]
+    lock = threading.Lock()
+
+    def counted(self: Any) -> bool:
+        with lock:
+            calls[0] += 1
+        return bool(real(self))
+
+    wrapper_class.is_usable = counted  # type: ignore[method-assign]
+    try:
+        yield calls
+    finally:
+        wrapper_class.is_usable = real  # type: ignore[method-assign]
