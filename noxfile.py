@@ -253,11 +253,15 @@ def demo(session: nox.Session) -> None:
     )
 
 
-@nox.session(python=None)
+# Django 6 (examples/tasks, the docs' tasks how-to) needs Python 3.12 or newer.
+NEWEST_HOST_PYTHON = HOST_PYTHONS[-1]
+
+
+@nox.session(python=NEWEST_HOST_PYTHON)
 @nox.parametrize("database", DATABASES)
 def examples(session: nox.Session, database: str) -> None:
     """Run every example project's checks, command and tests on one database."""
-    install_for(session, database, *group("examples"))
+    install_for(session, database, *group("examples"), *group("tasks-backends"))
     env = {"DATABASE_URL": DATABASE_URLS[database]}
     for name in EXAMPLES:
         session.log(f"example: {name} on {database}")
@@ -312,7 +316,7 @@ def browser(session: nox.Session) -> None:
     )  # fmt: skip
 
 
-@nox.session(python=None)
+@nox.session(python=NEWEST_HOST_PYTHON)
 @nox.parametrize("database", DATABASES)
 def docs_tests(session: nox.Session, database: str) -> None:
     """Run every example in the docs (Sybil) against one database."""
