@@ -44,7 +44,8 @@ nitpick_ignore_regex = [
     # unit_of_work's overloads: the decorated function's type variable, and the
     # context manager it returns (documented with unit_of_work itself).
     (r"py:.*", r"django_thread\._connections\.(F|UnitOfWork)"),
-    (r"py:data", r"typing\.Optional"),
+    # How typing renders unions and "..." on some Pythons; no inventory lists them.
+    (r"py:data", r"typing\.(Optional|Union)|Ellipsis"),
 ]
 
 autodoc_member_order = "bysource"
