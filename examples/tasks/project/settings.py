@@ -17,7 +17,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 SECRET_KEY = "example-only"
 DEBUG = False
 USE_TZ = True
-INSTALLED_APPS = ["shop", "django_tasks_db", "django_rq", "django_tasks_rq"]
+INSTALLED_APPS = ["receipts", "django_tasks_db", "django_rq", "django_tasks_rq"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 DATABASES = {

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.db import connection
 from django.test import override_settings
-from shop.models import Receipt
+from receipts.models import Receipt
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

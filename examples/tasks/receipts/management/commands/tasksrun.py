@@ -18,8 +18,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.tasks import TaskResultStatus, task_backends
 
-from shop.models import Receipt
-from shop.tasks import write_receipt, write_urgent_receipt
+from receipts.models import Receipt
+from receipts.tasks import write_receipt, write_urgent_receipt
 
 WORKERS = {
     "database": ["db_worker", "--batch", "--queue-name", "*", "--no-startup-delay"],

@@ -1,6 +1,6 @@
 from django.apps import AppConfig
 
 
-class ShopConfig(AppConfig):
-    name = "shop"
+class ReceiptsConfig(AppConfig):
+    name = "receipts"
     default_auto_field = "django.db.models.BigAutoField"

@@ -19,7 +19,7 @@ MANAGE = Path(__file__).resolve().parents[3] / "manage.py"
 
 
 class Command(BaseCommand):
-    help = "Run the shop's tasks on our thread pool, django-tasks-db and RQ."
+    help = "Run the receipts app's tasks on our thread pool, django-tasks-db and RQ."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--variant", action="append", choices=settings.TASKS_VARIANTS)

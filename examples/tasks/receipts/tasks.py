@@ -2,7 +2,7 @@
 
 from django.tasks import task
 
-from shop.models import Receipt
+from receipts.models import Receipt
 
 
 @task
