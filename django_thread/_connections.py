@@ -133,17 +133,22 @@ class _ThreadExit:
 _local = threading.local()
 
 
-def record() -> _ThreadRecord:
-    """The calling thread's record, made on first use."""
+def record(*, new_thread: bool = False) -> _ThreadRecord:
+    """The calling thread's record, made on first use.
+
+    *new_thread*: the caller knows the thread has just started, so it has opened
+    nothing yet and there is nothing to adopt (saves a look at Django's registry).
+    """
     try:
         rec: _ThreadRecord = _local.record
     except AttributeError:
         rec = _local.record = _ThreadRecord()
         _local.exit = _ThreadExit(rec)
-        # Adopt what this thread opened before django_thread was imported.
-        for conn in connections.all(initialized_only=True):
-            if conn.connection is not None:
-                rec.wrappers[id(conn)] = weakref.ref(conn)
+        if not new_thread:
+            # Adopt what this thread opened before django_thread was imported.
+            for conn in connections.all(initialized_only=True):
+                if conn.connection is not None:
+                    rec.wrappers[id(conn)] = weakref.ref(conn)
     return rec
 
 

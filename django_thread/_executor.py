@@ -127,7 +127,7 @@ def _start_worker(
     work_queue: _WorkerQueue, initializer: Callable[..., object] | None, *initargs: object
 ) -> None:
     """Every worker's initializer: make the thread a worker, then run the user's."""
-    rec = record()
+    rec = record(new_thread=True)
     mark_managed(rec)
     rec.in_pool = True
     rec.task_queue = work_queue

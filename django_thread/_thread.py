@@ -77,7 +77,7 @@ class Thread(threading.Thread):
                 return
             # Nothing to do before run(): a thread that has just started has no
             # connection to tidy or query log to reset.
-            rec = record()
+            rec = record(new_thread=True)
             mark_managed(rec)
             shared = begin_shared(lambda: f"thread {self.name!r}")  # under a test's sharing
             try:
