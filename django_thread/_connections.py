@@ -407,7 +407,7 @@ def _drop_left_open(conn: BaseDatabaseWrapper, what: str) -> None:
         logger.exception("django_thread: closing database connection %r failed", conn.alias)
 
 
-def close_thread_connections(rec: _ThreadRecord | None = None, *, sweep: bool = False) -> None:
+def close_thread_connections(rec: _ThreadRecord, *, sweep: bool = False) -> None:
     """Close every connection the calling thread opened, whatever ``CONN_MAX_AGE`` says.
 
     Called as a thread or pool worker ends. ``close_old_connections()`` is not enough
@@ -419,8 +419,7 @@ def close_thread_connections(rec: _ThreadRecord | None = None, *, sweep: bool = 
     connect() whose set-up failed after the socket opened sends no connection_created.
     Only a live thread can sweep (Django's thread-local may be gone in ``__del__``).
     """
-    rec = rec if rec is not None else current_record()
-    found = rec.connected() if rec is not None else []
+    found = rec.connected()
     if sweep:
         seen = {id(conn) for conn in found}
         found += [
@@ -441,8 +440,7 @@ def close_thread_connections(rec: _ThreadRecord | None = None, *, sweep: bool = 
             conn.close()
         except Exception:
             logger.exception("django_thread: closing database connection %r failed", conn.alias)
-    if rec is not None:
-        rec.wrappers.clear()
+    rec.wrappers.clear()
 
 
 # --- sharing a test's connections (django_thread.testing) -------------------------

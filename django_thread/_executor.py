@@ -215,9 +215,8 @@ _simple_get_nowait = queue.SimpleQueue.get_nowait
 
 
 def _end_task(rec: _ThreadRecord) -> None:
-    if rec.shared is not None:
-        shared, rec.shared = rec.shared, None
-        shared.end()
+    shared, rec.shared = rec.shared, None
+    end_shared(shared)
     end_unit(rec, functools.partial(_describe, rec.item))
 
 
