@@ -6,9 +6,9 @@ from collections.abc import Callable
 from django_thread._connections import (
     begin_shared,
     close_thread_connections,
+    current_record,
     end_shared,
-    mark_managed,
-    record,
+    manage_this_thread,
 )
 
 _NOTHING = object()
@@ -61,34 +61,12 @@ class Thread(threading.Thread):
         # overrides run() or passes target=. run() itself stays untouched, which
         # keeps a direct call to it unmanaged.
         own_run = vars(self).get("run", _NOTHING)
-        wrapper = vars(self)["run"] = self._managed(self.run, own_run)
+        wrapper = vars(self)["run"] = _RunAsUnit(self, self.run, own_run)
         try:
             super().start()
         except BaseException:
             self._restore_run(wrapper, own_run)
             raise
-
-    def _managed(self, run: Callable[[], object], own_run: object) -> Callable[[], None]:
-        def run_as_unit() -> None:
-            if threading.get_ident() != self.ident:
-                # t.run() called directly, from another thread, while t runs: that
-                # call runs in its caller like the stdlib's, and manages nothing.
-                run()
-                return
-            # Nothing to do before run(): a thread that has just started has no
-            # connection to tidy or query log to reset.
-            rec = record(new_thread=True)
-            mark_managed(rec)
-            shared = begin_shared(lambda: f"thread {self.name!r}")  # under a test's sharing
-            try:
-                run()
-            finally:
-                end_shared(shared)
-                # sweep: also a connection whose set-up failed half-way (no signal).
-                close_thread_connections(rec, sweep=True)
-                self._restore_run(run_as_unit, own_run)
-
-        return run_as_unit
 
     def _restore_run(self, wrapper: object, own_run: object) -> None:
         # Only ever remove our own wrapper: a concurrent (refused) start() must not
@@ -99,3 +77,39 @@ class Thread(threading.Thread):
             del vars(self)["run"]
         else:
             vars(self)["run"] = own_run
+
+
+class _RunAsUnit:
+    """The ``run`` one :meth:`Thread.start` installs: the thread's run() as its life.
+
+    A small object rather than a closure: a closure that names itself (to restore
+    ``run`` afterwards) is a reference cycle holding the whole Thread until the
+    collector runs, which made every short thread pay for garbage collection.
+    """
+
+    __slots__ = ("own_run", "run", "thread")
+
+    def __init__(self, thread: Thread, run: Callable[[], object], own_run: object) -> None:
+        self.thread = thread
+        self.run = run
+        self.own_run = own_run
+
+    def __call__(self) -> None:
+        thread = self.thread
+        if threading.get_ident() != thread.ident:
+            # t.run() called directly, from another thread, while t runs: that call
+            # runs in its caller like the stdlib's, and manages nothing.
+            self.run()
+            return
+        # Nothing to do before run(): a thread that has just started has no connection
+        # to tidy or query log to reset. Its record is made when it first connects: a
+        # thread that never does costs next to nothing.
+        manage_this_thread(thread)
+        shared = begin_shared(lambda: f"thread {thread.name!r}")  # under a test's sharing
+        try:
+            self.run()
+        finally:
+            end_shared(shared)
+            # sweep: also a connection whose set-up failed half-way (no signal).
+            close_thread_connections(current_record(), sweep=True)
+            thread._restore_run(self, self.own_run)

@@ -261,3 +261,82 @@ def test_thread_sees_committed_data_and_its_writes_persist(conn_settings: Any) -
 
     assert seen == [1]
     assert Note.objects.count() == 2
+
+
+def test_a_thread_that_never_connects_makes_no_record() -> None:
+    # The cheap path: no record, no thread-exit hook, nothing to close.
+    from django_thread import _connections  # noqa: PLC0415
+
+    seen: list[object] = []
+
+    def look() -> None:
+        seen.append(_connections.current_record())
+
+    def connect() -> None:
+        query()
+        seen.append(_connections.current_record())
+
+    for target in (look, connect):
+        thread = Thread(target=target)
+        thread.start()
+        thread.join()
+    no_record, made_at_connect = seen
+    assert no_record is None
+    assert isinstance(made_at_connect, _connections._ThreadRecord)
+    assert made_at_connect.managed
+
+
+@pytest.mark.parametrize("aliases", [[], ["default"], ["default", "other"]])
+def test_registered_wrappers_lists_what_django_lists(aliases: list[str]) -> None:
+    # Canary for the asgiref detail our thread-end sweep reads directly: on every
+    # Python and Django in CI, it must list what Django's public call lists, and take
+    # the fast path (a threading.local), else short threads get slower unnoticed.
+    from django_thread import _connections  # noqa: PLC0415
+
+    got: list[tuple[list[str], list[str], bool]] = []
+
+    def compare() -> None:
+        for alias in aliases:
+            connections[alias]  # makes the wrapper, as any use does
+        storage = connections._connections._storage  # type: ignore[attr-defined]
+        got.append(
+            (
+                sorted(conn.alias for conn in _connections.registered_wrappers()),
+                sorted(conn.alias for conn in connections.all(initialized_only=True)),
+                type(storage) is threading.local,
+            )
+        )
+
+    thread = threading.Thread(target=compare)
+    thread.start()
+    thread.join()
+    ours, django, fast = got[0]
+    assert ours == django == sorted(aliases)
+    assert fast
+
+
+@pytest.mark.parametrize(("max_age", "advised"), [(0, 1), (None, 0)])
+def test_a_threads_loop_connecting_per_unit_is_pointed_out(
+    conn_settings: Any,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    max_age: int | None,
+    advised: int,
+) -> None:
+    # The thread is marked as ours although its record is made only at its first
+    # connect: the CONN_MAX_AGE = 0 advice still reaches its units.
+    from django_thread import unit_of_work  # noqa: PLC0415
+
+    monkeypatch.setattr("django_thread._connections._advised", set())
+    conn_settings(max_age=max_age)
+
+    def loop() -> None:
+        for _ in range(3):
+            with unit_of_work():
+                query()
+
+    with caplog.at_level(logging.WARNING, logger="django_thread"):
+        thread = Thread(target=loop)
+        thread.start()
+        thread.join()
+    assert caplog.text.count("has CONN_MAX_AGE = 0, so every unit of work") == advised
