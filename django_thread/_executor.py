@@ -234,6 +234,33 @@ def _begin_task(rec: _ThreadRecord, item: Any) -> None:
             _make_it_raise(item, exc)
 
 
+def next_unit(task: Callable[..., object], *, first: bool) -> None:
+    """Mark, in a pool work item that runs several tasks in turn, where *task* begins.
+
+    ``django_thread.tasks`` runs its own queue this way, and each of its tasks is a unit
+    of work of its own, exactly as if the worker had taken it from the executor's queue:
+    the previous task's unit ends (connections tidied, a transaction it left open
+    rolled back) and *task*'s begins. *first*: the work item's own unit has only just
+    begun, so there is nothing to end (and the health checks it armed stay armed); the
+    unit is only named after *task*.
+
+    Raises what keeps *task* from starting: no turn on a test's shared connection.
+    """
+    rec = current_record()
+    if rec is None or rec.task_queue is None:
+        return  # not run by a worker loop of ours (say, a queue drained in shutdown())
+    if first:
+        shared, rec.shared = rec.shared, None
+        end_shared(shared)  # under a test's sharing: take the turn again, named for task
+    elif rec.wrappers or rec.shared is not None:
+        _end_task(rec)
+    rec.item = task
+    if not first and rec.wrappers:
+        begin_unit(rec)
+    if sharing:
+        rec.shared = sharing[0].begin(functools.partial(_describe, task))
+
+
 def _make_it_raise(item: Any, exc: Exception) -> None:
     """Turn a work item into one that raises *exc*, so that its future reports it.
 

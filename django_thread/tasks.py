@@ -23,10 +23,12 @@ import dataclasses
 import heapq
 import itertools
 import logging
+import operator
 import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 from traceback import format_exception
@@ -54,6 +56,7 @@ from django.utils.crypto import get_random_string
 from django.utils.json import normalize_json
 
 from django_thread import ThreadPoolExecutor
+from django_thread._executor import next_unit
 
 if TYPE_CHECKING:
     AnyResult: TypeAlias = TaskResult[..., Any]
@@ -125,9 +128,11 @@ class _Pool:
     """What every backend instance of one alias shares: the pool, the queue, the results.
 
     Django makes one backend instance per thread; the work and the results must not be.
-    One ``submit()`` is made per ready task, and each submitted call runs whichever
-    ready task has the highest priority when a worker takes it, so the executor's own
-    FIFO never decides the order.
+    Ready tasks wait in a heap of our own. Up to one :meth:`_drain` per worker is
+    submitted to the executor, and each runs whichever ready task has the highest
+    priority, one after the other, until none is left: the executor's FIFO never decides
+    the order, and a busy pool costs no future, work item or wake-up per task. Each task
+    is still a unit of work of its own (:func:`~django_thread._executor.next_unit`).
     """
 
     def __init__(
@@ -140,14 +145,21 @@ class _Pool:
         self.executor = ThreadPoolExecutor(
             max_workers=values["MAX_WORKERS"], thread_name_prefix=f"tasks-{alias}"
         )
-        # A plain Lock underneath (faster than the default RLock): nothing re-enters it.
-        self.lock = threading.Condition(threading.Lock())
+        # A plain Lock, entered in C on the per-task path (a Condition's own "with" is
+        # two Python calls): nothing re-enters it. Waiting for a change (the scheduler,
+        # shutdown()) goes through a Condition on the same lock.
+        self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
         self.results: dict[str, AnyResult] = {}
         self.finished: OrderedDict[str, None] = OrderedDict()  # oldest first
         self.ready: list[tuple[int, int, str]] = []  # (-priority, seq, id): a heap
         self.deferred: list[_Due] = []  # a heap
         self.running: set[str] = set()
         self.seq = itertools.count()
+        self.draining = 0  # _drain() calls submitted and not yet counted out
+        # The executor's own reading of MAX_WORKERS (None: its default), stable from
+        # Python 3.8 to 3.15.
+        self.max_draining: int = self.executor._max_workers
         self.closed = False
         self.scheduler: threading.Thread | None = None
         self.worker_ids = threading.local()
@@ -159,11 +171,12 @@ class _Pool:
 
         Returns a snapshot taken before any worker could change it.
         """
-        with self.lock:
-            self._check_open(result)
-            object.__setattr__(result, "enqueued_at", timezone.now())
-            self.results[result.id] = result
-            snapshot = _snapshot(result)
+        # No worker knows the result yet: no lock to set it up and copy it. Storing it
+        # is one dict operation, atomic on its own; shutdown() is checked again below.
+        self._check_open(result)
+        object.__setattr__(result, "enqueued_at", timezone.now())
+        snapshot = _snapshot(result)
+        self.results[result.id] = result
         # Sent before a worker can take the task, so task_enqueued always precedes
         # task_started, and outside the lock, so receivers cannot stall the workers.
         task_enqueued.send(self.backend_class, task_result=result)
@@ -174,7 +187,7 @@ class _Pool:
             elif run_after is not None and run_after > timezone.now():
                 heapq.heappush(self.deferred, _Due(run_after, next(self.seq), result.id))
                 self._ensure_scheduler()
-                self.lock.notify_all()
+                self.changed.notify_all()
                 return snapshot
             else:
                 self._make_ready(result)
@@ -200,7 +213,9 @@ class _Pool:
     def _make_ready(self, result: AnyResult) -> None:
         # Called with the lock held.
         heapq.heappush(self.ready, (-result.task.priority, next(self.seq), result.id))
-        self.executor.submit(self._run_next)
+        if self.draining < self.max_draining:  # else a running _drain() takes it
+            self.draining += 1
+            self.executor.submit(self._drain).add_done_callback(self._drained)
 
     def _ensure_scheduler(self) -> None:
         if self.scheduler is None:
@@ -219,7 +234,7 @@ class _Pool:
                     due = heapq.heappop(self.deferred)
                     self._make_ready(self.results[due.result_id])
                 wait = (self.deferred[0].when - now).total_seconds() if self.deferred else None
-                self.lock.wait(wait)
+                self.changed.wait(wait)
 
     # -- running (pool workers) -----------------------------------------------------
 
@@ -229,25 +244,64 @@ class _Pool:
             worker_id = self.worker_ids.id = get_random_string(32)
         return worker_id
 
-    def _run_next(self) -> None:
+    def _drain(self) -> None:
+        """One work item of the pool: run ready tasks, best first, until none is left."""
         sender = self.backend_class
-        with self.lock:
-            if not self.ready:  # drained by shutdown()
-                return
-            _, _, result_id = heapq.heappop(self.ready)
-            result = self.results[result_id]
-            started = timezone.now()
-            object.__setattr__(result, "status", TaskResultStatus.RUNNING)
-            object.__setattr__(result, "started_at", started)
-            object.__setattr__(result, "last_attempted_at", started)
-            result.worker_ids.append(self._worker_id())
-            self.running.add(result_id)
-        try:
-            self._execute(sender, result)
-        except BaseException:  # KeyboardInterrupt: _execute() handled everything else
+        first = True
+        # The task just run, if it succeeded: its outcome is stored in the same locked
+        # section that takes the next task, one lock round trip per task fewer.
+        succeeded: AnyResult | None = None
+        value: Any = None
+        while True:
             with self.lock:
-                self._finish(result_id)
-            raise
+                if succeeded is not None:
+                    self._store_success(succeeded, value)
+                result = self._take_ready()
+            if succeeded is not None:
+                task_finished.send(sender, task_result=succeeded)
+            if result is None:
+                return
+            try:
+                # The previous task's unit of work ends here, this one's begins.
+                next_unit(result.task.func, first=first)
+                refused = None
+            except Exception as exc:  # no turn on a test's shared connection
+                refused = exc
+            first = False
+            try:
+                succeeded, value = self._execute(sender, result, refused)
+            except BaseException:  # KeyboardInterrupt: _execute() handled everything else
+                with self.lock:
+                    self._finish(result.id)
+                raise  # _drained() counts this _drain() out
+
+    def _take_ready(self) -> AnyResult | None:
+        # Called with the lock held: the best ready task, marked running, or None (and
+        # this _drain() counted out) when none is left or shutdown() drained them.
+        if not self.ready:
+            self.draining -= 1
+            return None
+        _, _, result_id = heapq.heappop(self.ready)
+        result = self.results[result_id]
+        started = timezone.now()
+        object.__setattr__(result, "status", TaskResultStatus.RUNNING)
+        object.__setattr__(result, "started_at", started)
+        object.__setattr__(result, "last_attempted_at", started)
+        result.worker_ids.append(self._worker_id())
+        self.running.add(result_id)
+        return result
+
+    def _drained(self, future: Future[None]) -> None:
+        # A _drain() that returned counted itself out. One that raised, was cancelled by
+        # shutdown(), or never ran (refused a turn on a test's shared connection) did
+        # not: count it out here, and hand what it left to a new one.
+        if not future.cancelled() and future.exception() is None:
+            return
+        with self.lock:
+            self.draining -= 1
+            if self.ready and not self.closed:
+                self.draining += 1
+                self.executor.submit(self._drain).add_done_callback(self._drained)
 
     def _finish(self, result_id: str) -> None:
         # Called with the lock held, in the same section that stores the outcome: one
@@ -256,14 +310,20 @@ class _Pool:
         self.finished[result_id] = None
         self._evict()
         if self.closed:  # only shutdown() waits for running tasks to end
-            self.lock.notify_all()
+            self.changed.notify_all()
 
-    def _execute(self, sender: type[ThreadPoolBackend], result: AnyResult) -> None:
+    def _execute(
+        self, sender: type[ThreadPoolBackend], result: AnyResult, refused: Exception | None
+    ) -> tuple[AnyResult, Any] | tuple[None, None]:
         # The body of Django's ImmediateBackend._execute_task, run in the worker; the
-        # outcome is stored under the lock, so get_result() never sees half of it.
+        # outcome is stored under the lock, so get_result() never sees half of it. A
+        # failure is stored and signalled here (task_finished inside the except block,
+        # as Django sends it); a success is returned, for _drain() to store.
         task_started.send(sender=sender, task_result=result)
         task = result.task
         try:
+            if refused is not None:  # the task could not start: that is its error
+                raise refused
             if task.takes_context:
                 raw = task.call(TaskContext(task_result=result), *result.args, **result.kwargs)
             else:
@@ -285,12 +345,15 @@ class _Pool:
             # Sent inside the except block, as Django does: its receiver logs exc_info.
             task_finished.send(sender, task_result=result)
         else:
-            with self.lock:
-                object.__setattr__(result, "_return_value", value)
-                object.__setattr__(result, "finished_at", timezone.now())
-                object.__setattr__(result, "status", TaskResultStatus.SUCCESSFUL)
-                self._finish(result.id)
-            task_finished.send(sender, task_result=result)
+            return result, value
+        return None, None
+
+    def _store_success(self, result: AnyResult, value: Any) -> None:
+        # Called with the lock held; task_finished is sent once it is released.
+        object.__setattr__(result, "_return_value", value)
+        object.__setattr__(result, "finished_at", timezone.now())
+        object.__setattr__(result, "status", TaskResultStatus.SUCCESSFUL)
+        self._finish(result.id)
 
     def _evict(self) -> None:
         # Only finished results are dropped, oldest first: a queued or running task's
@@ -343,9 +406,9 @@ class _Pool:
             not_run += [self.results[due.result_id] for due in self.deferred]
             self.ready.clear()
             self.deferred.clear()
-            self.lock.notify_all()  # wakes the scheduler, which exits
+            self.changed.notify_all()  # wakes the scheduler, which exits
             self._fail_unrun(not_run)
-            timed_out = not self.lock.wait_for(
+            timed_out = not self.changed.wait_for(
                 lambda: not self.running, timeout=self.shutdown_timeout
             )
             still_running = [self.results[rid] for rid in self.running]
@@ -363,21 +426,25 @@ class _Pool:
         self.executor.shutdown(wait=not timed_out, cancel_futures=True)
 
 
-# Every field, _return_value (init=False) included.
-_RESULT_SLOTS = tuple(f.name for f in dataclasses.fields(TaskResult))
+# Every field, _return_value (init=False) included, but the two lists, copied apart.
+_RESULT_SLOTS = tuple(
+    f.name for f in dataclasses.fields(TaskResult) if f.name not in ("errors", "worker_ids")
+)
+_read_slots = operator.attrgetter(*_RESULT_SLOTS)
+_set = object.__setattr__  # TaskResult is frozen
 
 
 def _snapshot(result: _Res) -> _Res:
     """A copy the caller may keep: the stored result goes on changing in the worker.
 
-    Built slot by slot: copy.copy() goes through dataclasses' getstate/setstate, which
-    cost more than the rest of an enqueue().
+    Built slot by slot, all read in one call: copy.copy() goes through dataclasses'
+    getstate/setstate, which cost more than the rest of an enqueue().
     """
     clone = object.__new__(type(result))
-    for name in _RESULT_SLOTS:
-        object.__setattr__(clone, name, getattr(result, name))
-    object.__setattr__(clone, "errors", list(result.errors))
-    object.__setattr__(clone, "worker_ids", list(result.worker_ids))
+    for name, value in zip(_RESULT_SLOTS, _read_slots(result), strict=True):
+        _set(clone, name, value)
+    _set(clone, "errors", list(result.errors))
+    _set(clone, "worker_ids", list(result.worker_ids))
     return clone
 
 

@@ -74,6 +74,12 @@ def with_context(context: TaskContext[Any, Any], value: int) -> dict[str, Any]:
     return {"id": context.task_result.id, "attempt": context.attempt, "value": value}
 
 
+def leave_open(text: str) -> None:
+    # A bug in a task: a transaction it never ends.
+    transaction.set_autocommit(False)
+    Note.objects.create(text=text)
+
+
 async def add(a: int, b: int) -> int:
     return a + b
 
@@ -269,6 +275,26 @@ def test_failing_task_reports_exception_path_and_traceback(backend: ThreadPoolBa
     assert result.finished_at is not None
     with pytest.raises(ValueError, match="Task failed"):
         _ = result.return_value
+
+
+def test_tasks_one_worker_runs_back_to_back_are_units_of_their_own(
+    configure: Configure, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One worker, busy: the queued tasks run one after the other in one pool work item.
+    # Each must still be a unit of work: the transaction the first leaves open is
+    # rolled back and named, and never swallows the next task's write.
+    configure(MAX_WORKERS=1)
+    gate = task(wait_for_gate).enqueue()
+    wait_running(gate)
+    left_open = task(leave_open).enqueue("lost")
+    kept = task(write_note).enqueue("kept")
+    with caplog.at_level(logging.ERROR, logger="django_thread"):
+        GATE.set()
+        wait_all([gate, left_open, kept])
+    assert [left_open.status, kept.status] == [TaskResultStatus.SUCCESSFUL] * 2
+    assert left_open.worker_ids == kept.worker_ids
+    assert sorted(Note.objects.values_list("text", flat=True)) == ["kept"]
+    assert "task tests.test_tasks.leave_open() ended with a transaction open" in caplog.text
 
 
 def test_statuses_timestamps_workers_and_json(backend: ThreadPoolBackend) -> None:

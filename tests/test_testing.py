@@ -12,6 +12,7 @@ import threading
 import unittest
 from typing import Any
 
+import django
 import pytest
 from django.db import OperationalError, connection, transaction
 from django.test import TestCase
@@ -254,3 +255,58 @@ def test_in_memory_sqlite_needs_sharing() -> None:
                 pool.submit(create, 2).result()
         assert count() == 2
         transaction.set_rollback(True)
+
+
+def enqueue_creates(n: int) -> list[Any]:
+    from django.tasks import task  # noqa: PLC0415 - Django 6.0+
+
+    return [task(create).enqueue(i) for i in range(n)]
+
+
+def wait_for(results: list[Any]) -> None:
+    for result in results:
+        for _ in range(1000):
+            result.refresh()
+            if result.is_finished:
+                break
+            threading.Event().wait(0.01)
+
+
+TASKS_ON_OUR_POOL = {
+    "default": {
+        "BACKEND": "django_thread.tasks.ThreadPoolBackend",
+        "OPTIONS": {"MAX_WORKERS": 2},
+    }
+}
+
+
+@share_connections()
+class TasksInATestCase(TestCase):
+    __test__ = False
+
+    def test_tasks_see_and_write_the_tests_rows(self) -> None:
+        from django.tasks import task, task_backends  # noqa: PLC0415 - Django 6.0+
+
+        Note.objects.create(text="from the test")
+        with self.settings(TASKS=TASKS_ON_OUR_POOL):
+            backend = task_backends["default"]
+            try:
+                # The test runs inside a transaction: an enqueue waits for its commit,
+                # which never comes, unless the test runs the on-commit callbacks.
+                with self.captureOnCommitCallbacks(execute=True):
+                    results = enqueue_creates(20)
+                wait_for(results)
+                self.assertEqual([], [r.errors for r in results if r.errors])
+                with self.captureOnCommitCallbacks(execute=True):
+                    counted = task(count).enqueue()
+                wait_for([counted])
+                self.assertEqual(counted.return_value, 21)
+            finally:
+                backend.shutdown()  # type: ignore[attr-defined]
+        self.assertEqual(count(), 21)
+
+
+@pytest.mark.skipif(django.VERSION < (6, 0), reason="django.tasks needs Django 6.0 or newer")
+def test_the_tasks_backend_under_sharing() -> None:
+    run(TasksInATestCase, "test_tasks_see_and_write_the_tests_rows")
+    assert Note.objects.count() == 0
