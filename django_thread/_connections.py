@@ -144,10 +144,12 @@ def record(*, new_thread: bool = False) -> _ThreadRecord:
     except AttributeError:
         rec = _local.record = _ThreadRecord()
         _local.exit = _ThreadExit(rec)
-        if getattr(threading.current_thread(), _MANAGED, False):
+        thread = threading.current_thread()
+        if hasattr(thread, _OURS):
             # One of our Threads, made lazily at its first connect: everything it
             # opened announced itself, except a half-way connect the end sweeps.
             mark_managed(rec)
+            setattr(thread, _OURS, rec)
         elif not new_thread:
             # Adopt what this thread opened before django_thread was imported.
             for conn in connections.all(initialized_only=True):
@@ -156,15 +158,22 @@ def record(*, new_thread: bool = False) -> _ThreadRecord:
     return rec
 
 
-# Set on a django_thread.Thread while its run() runs in its own thread. Our Threads
-# make their record only when they first connect (or enter a unit): a thread that
-# never touches the database then costs next to nothing.
-_MANAGED = "_django_thread_managed"
+# On a django_thread.Thread whose run() runs in its own thread: None, then its record.
+# Our Threads make their record only when they first connect (or enter a unit), and
+# find it here as they end rather than in the thread-local, whose first use in a
+# thread costs as much again: a thread that never connects costs next to nothing.
+_OURS = "_django_thread_record"
 
 
 def manage_this_thread(thread: threading.Thread) -> None:
     """Mark *thread*, the calling thread, as one of ours, without making its record."""
-    setattr(thread, _MANAGED, True)
+    setattr(thread, _OURS, None)
+
+
+def thread_record(thread: threading.Thread) -> _ThreadRecord | None:
+    """The record of *thread*, one of ours, if it has made one."""
+    rec: _ThreadRecord | None = getattr(thread, _OURS, None)
+    return rec
 
 
 def current_record() -> _ThreadRecord | None:

@@ -221,17 +221,23 @@ def _end_task(rec: _ThreadRecord) -> None:
 
 
 def _begin_task(rec: _ThreadRecord, item: Any) -> None:
-    rec.item = item
     if item is None:  # the stdlib's "exit now"
+        rec.item = None
         close_thread_connections(rec, sweep=True)
         return
-    if rec.wrappers:
+    try:
+        _begin(rec, item)
+    except Exception as exc:  # no turn on the shared connection: fail the task
+        _make_it_raise(item, exc)
+
+
+def _begin(rec: _ThreadRecord, task: Any, *, tidy: bool = True) -> None:
+    """Begin *task*'s unit of work; raises if it gets no turn on a test's connection."""
+    rec.item = task
+    if tidy and rec.wrappers:
         begin_unit(rec)
     if sharing:  # a test's share_connections(): decided per task, not per worker
-        try:
-            rec.shared = sharing[0].begin(functools.partial(_describe, item))
-        except Exception as exc:  # no turn on the shared connection: fail the task
-            _make_it_raise(item, exc)
+        rec.shared = sharing[0].begin(functools.partial(_describe, task))
 
 
 def next_unit(task: Callable[..., object], *, first: bool) -> None:
@@ -251,14 +257,10 @@ def next_unit(task: Callable[..., object], *, first: bool) -> None:
         return  # not run by a worker loop of ours (say, a queue drained in shutdown())
     if first:
         shared, rec.shared = rec.shared, None
-        end_shared(shared)  # under a test's sharing: take the turn again, named for task
+        end_shared(shared)  # under a test's sharing: the turn is taken again, named for task
     elif rec.wrappers or rec.shared is not None:
         _end_task(rec)
-    rec.item = task
-    if not first and rec.wrappers:
-        begin_unit(rec)
-    if sharing:
-        rec.shared = sharing[0].begin(functools.partial(_describe, task))
+    _begin(rec, task, tidy=not first)
 
 
 def _make_it_raise(item: Any, exc: Exception) -> None:

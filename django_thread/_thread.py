@@ -6,9 +6,9 @@ from collections.abc import Callable
 from django_thread._connections import (
     begin_shared,
     close_thread_connections,
-    current_record,
     end_shared,
     manage_this_thread,
+    thread_record,
 )
 
 _NOTHING = object()
@@ -111,5 +111,5 @@ class _RunAsUnit:
         finally:
             end_shared(shared)
             # sweep: also a connection whose set-up failed half-way (no signal).
-            close_thread_connections(current_record(), sweep=True)
+            close_thread_connections(thread_record(thread), sweep=True)
             thread._restore_run(self, self.own_run)

@@ -214,8 +214,12 @@ class _Pool:
         # Called with the lock held.
         heapq.heappush(self.ready, (-result.task.priority, next(self.seq), result.id))
         if self.draining < self.max_draining:  # else a running _drain() takes it
-            self.draining += 1
-            self.executor.submit(self._drain).add_done_callback(self._drained)
+            self._start_drain()
+
+    def _start_drain(self) -> None:
+        # Called with the lock held.
+        self.draining += 1
+        self.executor.submit(self._drain).add_done_callback(self._drained)
 
     def _ensure_scheduler(self) -> None:
         if self.scheduler is None:
@@ -300,8 +304,7 @@ class _Pool:
         with self.lock:
             self.draining -= 1
             if self.ready and not self.closed:
-                self.draining += 1
-                self.executor.submit(self._drain).add_done_callback(self._drained)
+                self._start_drain()
 
     def _finish(self, result_id: str) -> None:
         # Called with the lock held, in the same section that stores the outcome: one
