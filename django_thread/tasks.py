@@ -217,9 +217,11 @@ class _Pool:
             self._start_drain()
 
     def _start_drain(self) -> None:
-        # Called with the lock held.
+        # Called with the lock held, so the _drain() cannot count itself out before it
+        # is counted in; and counted only once submit() has not raised.
+        future = self.executor.submit(self._drain)
         self.draining += 1
-        self.executor.submit(self._drain).add_done_callback(self._drained)
+        future.add_done_callback(self._drained)
 
     def _ensure_scheduler(self) -> None:
         if self.scheduler is None:
