@@ -74,6 +74,10 @@ def with_context(context: TaskContext[Any, Any], value: int) -> dict[str, Any]:
     return {"id": context.task_result.id, "attempt": context.attempt, "value": value}
 
 
+def interrupt() -> None:
+    raise KeyboardInterrupt
+
+
 def leave_open(text: str) -> None:
     # A bug in a task: a transaction it never ends.
     transaction.set_autocommit(False)
@@ -295,6 +299,56 @@ def test_tasks_one_worker_runs_back_to_back_are_units_of_their_own(
     assert left_open.worker_ids == kept.worker_ids
     assert sorted(Note.objects.values_list("text", flat=True)) == ["kept"]
     assert "task tests.test_tasks.leave_open() ended with a transaction open" in caplog.text
+
+
+def test_a_task_raising_keyboardinterrupt_does_not_stop_the_backend(
+    configure: Configure,
+) -> None:
+    # Django's backend lets KeyboardInterrupt through; in a worker it ends the pool's
+    # work item that ran the task. The queued tasks must still run, on a new one.
+    configure(MAX_WORKERS=1)
+    gate = task(wait_for_gate).enqueue()
+    wait_running(gate)
+    interrupted = task(interrupt).enqueue()
+    after = [task(write_note).enqueue(f"after {i}") for i in range(3)]
+    GATE.set()
+    wait_all([gate, *after])
+    assert [r.status for r in after] == [TaskResultStatus.SUCCESSFUL] * 3
+    assert Note.objects.count() == 3
+    interrupted.refresh()
+    assert interrupted.status == TaskResultStatus.RUNNING  # as Django leaves it
+
+
+def test_a_task_refused_a_turn_under_sharing_runs_once_it_gets_one(
+    configure: Configure,
+) -> None:
+    # Under share_connections(), the pool's work item waits for the turn on the shared
+    # connection and is refused after the timeout: the task must not be lost with it.
+    from django_thread import unit_of_work  # noqa: PLC0415
+    from django_thread.testing import share_connections  # noqa: PLC0415
+
+    configure(MAX_WORKERS=1)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_turn() -> None:
+        with unit_of_work():
+            holding.set()
+            release.wait(10)
+
+    with share_connections(timeout=0.1):
+        holder = threading.Thread(target=hold_the_turn)
+        holder.start()
+        assert holding.wait(10)
+        result = task(write_note).enqueue("after the turn")
+        time.sleep(0.5)  # refused more than once by now
+        result.refresh()
+        before_the_turn = result.status
+        assert before_the_turn == TaskResultStatus.READY
+        release.set()
+        holder.join()
+        wait_all([result])
+    assert result.status == TaskResultStatus.SUCCESSFUL
+    assert list(Note.objects.values_list("text", flat=True)) == ["after the turn"]
 
 
 def test_statuses_timestamps_workers_and_json(backend: ThreadPoolBackend) -> None:
