@@ -48,6 +48,8 @@ IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 # The docs' dependencies, pinned for both this machine and Read the Docs, so that a new
 # Sphinx (or theme, or extension) release cannot change or break the build unannounced.
 DOCS_CONSTRAINTS = ".ci/docs-constraints.txt"
+# Where `package` leaves the sdist and the wheel for `wheel_tests`.
+DIST = Path("dist")
 
 
 def group(name: str) -> list[str]:
@@ -160,54 +162,71 @@ def coverage(session: nox.Session) -> None:
 
 @nox.session(python=None)
 def package(session: nox.Session) -> None:
-    """The release gate: build, check, install the wheel into a clean venv and test it.
+    """The release gate, first half: build the sdist and the wheel, and check them.
 
-    The sdist is built first and the wheel from it, so the sdist is complete too.
-    The tests run from a copy outside the repository, against the installed wheel.
+    The sdist is built first and the wheel from it, so the sdist is complete too. The
+    `wheel_tests` sessions then test the wheel left in dist/.
     """
     session.install("build", "twine", "check-wheel-contents")
-    dist = Path("dist")
-    shutil.rmtree(dist, ignore_errors=True)
-    session.run("python", "-m", "build", "--outdir", str(dist))
-    [wheel] = dist.glob("*.whl")
-    [sdist] = dist.glob("*.tar.gz")
+    shutil.rmtree(DIST, ignore_errors=True)
+    session.run("python", "-m", "build", "--outdir", str(DIST))
+    [wheel] = DIST.glob("*.whl")
+    [sdist] = DIST.glob("*.tar.gz")
     session.run("twine", "check", "--strict", str(wheel), str(sdist))
     session.run("check-wheel-contents", str(wheel))
     names = zipfile.ZipFile(wheel).namelist()
     if "django_thread/py.typed" not in names:
         session.error(f"{wheel} has no django_thread/py.typed: type checkers would ignore it")
 
+
+@nox.session(python=None)
+@nox.parametrize("database", DATABASES)
+def wheel_tests(session: nox.Session, database: str) -> None:
+    """The release gate, second half: the built wheel, in a clean venv, tested on one database.
+
+    Run `nox -s package` first. The tests run from a copy outside the repository,
+    against the installed wheel, so the source tree cannot stand in for it.
+    """
+    wheels = list(DIST.glob("*.whl"))
+    if len(wheels) != 1:
+        session.error(f"expected one wheel in {DIST}/, found {len(wheels)}: run `nox -s package`")
+    [wheel] = wheels
+    requirements = [*group("tests")]
+    if database == "postgresql":
+        requirements += group("postgresql")
+    elif database == "mariadb":
+        if not (shutil.which("mariadb_config") or shutil.which("mysql_config")):
+            reason = "mysqlclient needs the MariaDB client headers (libmariadb-dev)"
+            if IN_CI:
+                session.error(reason)
+            session.skip(reason)
+        requirements += group("mariadb")
     with tempfile.TemporaryDirectory(prefix="django-thread-wheel-") as scratch:
         root = Path(scratch)
         venv = root / "venv"
         session.run("python", "-m", "venv", str(venv))
         python = str(venv / "bin" / "python")
-        databases = list(DATABASES)
-        requirements = [*group("tests"), *group("postgresql"), *group("mariadb")]
-        if not (shutil.which("mariadb_config") or shutil.which("mysql_config")):
-            if IN_CI:
-                session.error("mysqlclient needs the MariaDB client headers (libmariadb-dev)")
-            databases.remove("mariadb")
-            requirements = [r for r in requirements if r not in group("mariadb")]
         # pip, not uv: the clean venv is the stdlib's, as a user would make it.
-        session.run(python, "-m", "pip", "install", "-q", str(wheel), *requirements, external=True)
+        session.run(
+            python, "-m", "pip", "install", "-q", str(wheel.resolve()), *requirements,
+            external=True,
+        )  # fmt: skip
         shutil.copytree("tests", root / "tests", ignore=shutil.ignore_patterns("*.sqlite3"))
         shutil.copy("pyproject.toml", root)  # pytest's configuration; there is no source here
         (root / "conftest.py").write_text(WHEEL_GUARD.format(venv=venv.resolve()))
         session.chdir(root)
-        for database in databases:
-            # Not -q: the header names the django_thread that was tested. The slow fault
-            # and load tests ran against the source in `tests`; this gate is about the
-            # package, so it runs the rest unless told otherwise.
-            session.run(
-                python,
-                "-m",
-                "pytest",
-                *(session.posargs or ["-m", "not slow"]),
-                env={"DJANGO_THREAD_TEST_DB": database},
-                success_codes=[0],
-                external=True,
-            )
+        # Not -q: the header names the django_thread that was tested. The slow fault and
+        # load tests ran against the source in `tests`; this gate is about the package,
+        # so it runs the rest unless told otherwise.
+        session.run(
+            python,
+            "-m",
+            "pytest",
+            *(session.posargs or ["-m", "not slow"]),
+            env={"DJANGO_THREAD_TEST_DB": database},
+            success_codes=[0],
+            external=True,
+        )
 
 
 # The wheel gate's root conftest.py: the run fails unless django_thread is the wheel
@@ -233,6 +252,11 @@ DATABASE_URLS = {
     "postgresql": os.environ.get("POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test"),
     "mariadb": os.environ.get("MARIADB_URL", "mysql://root@127.0.0.1:3306/test"),
 }
+
+# examples/tasks also runs on RQ: each database's run gets a Redis database of its own,
+# so that CI's lanes (.ci/run), which run the databases at once, never take each
+# other's jobs.
+REDIS_URLS = {db: f"redis://127.0.0.1:6379/{n}" for n, db in enumerate(DATABASES, start=1)}
 
 
 @nox.session(python=None)
@@ -261,7 +285,7 @@ NEWEST_HOST_PYTHON = HOST_PYTHONS[-1]
 def examples(session: nox.Session, database: str) -> None:
     """Run every example project's checks, command and tests on one database."""
     install_for(session, database, *group("examples"), *group("tasks-backends"))
-    env = {"DATABASE_URL": DATABASE_URLS[database]}
+    env = {"DATABASE_URL": DATABASE_URLS[database], "REDIS_URL": REDIS_URLS[database]}
     for name in EXAMPLES:
         session.log(f"example: {name} on {database}")
         session.chdir(Path(__file__).parent / "examples" / name)
