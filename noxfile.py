@@ -56,8 +56,9 @@ def group(name: str) -> list[str]:
     return list(nox.project.dependency_groups(PYPROJECT, name))
 
 
-def install_for(session: nox.Session, database: str, *extra: str) -> None:
-    requirements = [*group("tests"), *extra]
+def test_requirements(session: nox.Session, database: str) -> list[str]:
+    """What the test suite needs on *database*: its group and the database's driver."""
+    requirements = group("tests")
     if database == "postgresql":
         requirements += group("postgresql")
     elif database == "mariadb":
@@ -67,7 +68,11 @@ def install_for(session: nox.Session, database: str, *extra: str) -> None:
                 session.error(reason)
             session.skip(reason)
         requirements += group("mariadb")
-    session.install("-e", ".", *requirements)
+    return requirements
+
+
+def install_for(session: nox.Session, database: str, *extra: str) -> None:
+    session.install("-e", ".", *test_requirements(session, database), *extra)
 
 
 def run_pytest(session: nox.Session, database: str, *args: str) -> None:
@@ -191,16 +196,7 @@ def wheel_tests(session: nox.Session, database: str) -> None:
     if len(wheels) != 1:
         session.error(f"expected one wheel in {DIST}/, found {len(wheels)}: run `nox -s package`")
     [wheel] = wheels
-    requirements = [*group("tests")]
-    if database == "postgresql":
-        requirements += group("postgresql")
-    elif database == "mariadb":
-        if not (shutil.which("mariadb_config") or shutil.which("mysql_config")):
-            reason = "mysqlclient needs the MariaDB client headers (libmariadb-dev)"
-            if IN_CI:
-                session.error(reason)
-            session.skip(reason)
-        requirements += group("mariadb")
+    requirements = test_requirements(session, database)
     with tempfile.TemporaryDirectory(prefix="django-thread-wheel-") as scratch:
         root = Path(scratch)
         venv = root / "venv"
