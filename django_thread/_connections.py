@@ -328,6 +328,46 @@ def end_unit(
     rec.connected()  # forget the ones now closed: the free path is "no wrappers"
 
 
+def between_units(rec: _ThreadRecord, describe: Callable[[], str]) -> None:
+    """End one outer unit and begin the next, when nothing can run in between.
+
+    A busy pool worker goes straight from one task to the next. end_unit() then
+    begin_unit() would call close_if_unusable_or_obsolete() twice on each connection,
+    microseconds apart, with nothing using the connection in between: the second call
+    finds what the first left, and only re-arms the health check. So this makes the
+    first call, then leaves each connection as the second would have: its query log
+    cleared, and its health check armed, or skipped within the window when the unit
+    that just ended made no error. *describe* names the unit that ended.
+    """
+    window = health_check_window()
+    closed = False
+    for conn in rec.connected():
+        if conn.allow_thread_sharing:
+            continue  # someone else's connection
+        if in_transaction(conn):
+            _drop_left_open(conn, describe())
+            closed = True
+            continue
+        errors, raw = conn.errors_occurred, conn.connection
+        _close_if_unusable_or_obsolete(conn)
+        if conn.connection is None:
+            closed = True
+            if window and conn.settings_dict["OPTIONS"].get("pool"):  # given back
+                with _returned_lock:
+                    _returned_at[raw] = time.monotonic()
+            continue
+        if not conn.force_debug_cursor:  # CaptureQueriesContext / assertNumQueries
+            conn.queries_log.clear()
+        if errors:
+            rec.ended_at.pop(id(conn), None)
+        # Armed (no errors: the call above left it so; an error: it pinged, and the
+        # next unit pings again, as the second call would have made it), or skipped:
+        # used this very moment without an error, so well inside any window.
+        setattr(conn, _CHECKED, bool(window) and not errors)
+    if closed:
+        rec.connected()  # forget the ones now closed: the free path is "no wrappers"
+
+
 # Django's native pool checks a connection as it hands it out, with psycopg_pool's
 # "check" callback: check_pooled_connection() skips it for a connection one of our
 # units gave back moments ago. Weak keys: the pool owns the raw connections.

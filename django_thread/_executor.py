@@ -10,6 +10,7 @@ from django_thread._connections import (
     _ThreadRecord,
     begin_shared,
     begin_unit,
+    between_units,
     close_thread_connections,
     current_record,
     end_shared,
@@ -199,14 +200,18 @@ class _WorkerQueue(queue.SimpleQueue[Any]):
 
     def get_nowait(self) -> Any:
         # The busy path (3.12+), once per task. A worker with no connection open has
-        # nothing to tidy: a lookup, a comparison and a store. (The unbound
-        # SimpleQueue method saves super()'s lookup on this path.)
+        # nothing to tidy: a lookup, a comparison and a store. One with connections
+        # open goes from the last task's end to this one's start in one pass. (The
+        # unbound SimpleQueue method saves super()'s lookup on this path.)
         item = _simple_get_nowait(self)
         rec = current_record()
         if rec is not None and rec.task_queue is self:
-            if rec.wrappers or rec.shared is not None:
-                _end_task(rec)
-            _begin_task(rec, item)
+            if rec.wrappers and item is not None and rec.shared is None and not sharing:
+                _next_task(rec, item)
+            else:
+                if rec.wrappers or rec.shared is not None:
+                    _end_task(rec)
+                _begin_task(rec, item)
         return item
 
 
@@ -218,6 +223,12 @@ def _end_task(rec: _ThreadRecord) -> None:
     shared, rec.shared = rec.shared, None
     end_shared(shared)
     end_unit(rec, functools.partial(_describe, rec.item))
+
+
+def _next_task(rec: _ThreadRecord, task: Any) -> None:
+    """Straight from one task to the next, with connections open and no test sharing."""
+    between_units(rec, functools.partial(_describe, rec.item))
+    rec.item = task
 
 
 def _begin_task(rec: _ThreadRecord, item: Any) -> None:
@@ -258,6 +269,9 @@ def next_unit(task: Callable[..., object], *, first: bool) -> None:
     if first:
         shared, rec.shared = rec.shared, None
         end_shared(shared)  # under a test's sharing: the turn is taken again, named for task
+    elif rec.wrappers and rec.shared is None and not sharing:
+        _next_task(rec, task)
+        return
     elif rec.wrappers or rec.shared is not None:
         _end_task(rec)
     _begin(rec, task, tidy=not first)

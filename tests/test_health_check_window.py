@@ -21,7 +21,7 @@ from django_thread.checks import settings_messages
 from tests.faults import IdleTimeout, Killer, Recorder, counting_pings, idle_timeout
 from tests.server import ServerProbe
 from tests.test_faults import TASKS, WORKERS, kill_while_working, recovers, run_in_waves, waves_for
-from tests.work import main_backend_ids, query
+from tests.work import back_to_back, main_backend_ids, query
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -30,19 +30,30 @@ def window(seconds: object) -> Any:
     return override_settings(DJANGO_THREAD={"HEALTH_CHECK_WINDOW": seconds})
 
 
-def run_tasks(count: int, pause: float = 0.0, workers: int = 2) -> None:
+def run_tasks(count: int, pause: float = 0.0, workers: int = 2, *, queued: bool = False) -> None:
+    """*count* queries on a pool: one at a time, or *queued* back to back."""
     with ThreadPoolExecutor(workers, thread_name_prefix="w") as pool:
+        if queued:
+            for future in back_to_back(pool, [query] * count):
+                future.result()
+            return
         for _ in range(count):
             pool.submit(query).result()
             time.sleep(pause)
 
 
+# A worker that waits for its next task ends one unit and begins the next in two steps;
+# a busy one goes from one task straight to the next in one (between_units()).
+QUEUED = pytest.mark.parametrize("queued", [False, True], ids=["one at a time", "back to back"])
+
+
+@QUEUED
 @pytest.mark.parametrize("seconds", [0, 0.5])
-def test_pings_per_unit_under_load(conn_settings: Any, seconds: float) -> None:
+def test_pings_per_unit_under_load(conn_settings: Any, seconds: float, queued: bool) -> None:
     conn_settings(max_age=None, health_checks=True)
     # One worker, so that no worker sits idle past the window while another works.
     with window(seconds), counting_pings("default") as pings:
-        run_tasks(100, workers=1)
+        run_tasks(100, workers=1, queued=queued)
     if seconds:
         assert pings[0] == 0
     else:  # Django's behaviour: one ping per unit that carries a connection over
@@ -71,6 +82,23 @@ def test_never_skipped_after_an_error(conn_settings: Any) -> None:
             pool.submit(query).result()
             pool.submit(query).result()
     assert pings[0] == 1  # the unit after the error only
+
+
+def test_never_skipped_after_an_error_back_to_back(conn_settings: Any) -> None:
+    conn_settings(max_age=None, health_checks=True)
+
+    def bad_query() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT * FROM django_thread_no_such_table")
+
+    with window(60), counting_pings("default") as pings, ThreadPoolExecutor(1) as pool:
+        futures = back_to_back(pool, [query, bad_query, query, query])
+        assert isinstance(futures[1].exception(), DatabaseError)
+        assert [futures[0].result(), futures[2].result(), futures[3].result()] == [0, 0, 0]
+    # After the error: the tidying checks the connection (as Django's does), and the
+    # next unit checks it again before its first query, as after a request; the units
+    # without an error before them skip the ping.
+    assert pings[0] == 2
 
 
 def test_outer_unit_of_work_skips_too(conn_settings: Any) -> None:
@@ -135,9 +163,10 @@ def test_killed_sessions_cost_at_most_one_task_each(
 @pytest.mark.skipif(
     django.VERSION < (6, 0), reason="Django 5.2 passes its own check to the pool, refusing ours"
 )
+@QUEUED
 @pytest.mark.parametrize("seconds", [0, 0.5])
 def test_the_native_pool_skips_its_check_within_the_window(
-    conn_settings: Any, seconds: float
+    conn_settings: Any, seconds: float, queued: bool
 ) -> None:
     from psycopg_pool import ConnectionPool  # noqa: PLC0415
 
@@ -158,7 +187,7 @@ def test_the_native_pool_skips_its_check_within_the_window(
     ConnectionPool.check_connection = staticmethod(counted)  # type: ignore[method-assign,assignment]
     try:
         with window(seconds):
-            run_tasks(50)
+            run_tasks(50, queued=queued)
     finally:
         ConnectionPool.check_connection = staticmethod(real)  # type: ignore[method-assign]
         connections["default"].close_pool()  # type: ignore[attr-defined]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
+from collections.abc import Callable, Sequence
 
 from django.db import connections
 
@@ -38,3 +40,21 @@ def main_backend_ids() -> set[int]:
 
 def thread_name() -> str:
     return threading.current_thread().name
+
+
+def back_to_back(
+    pool: concurrent.futures.ThreadPoolExecutor, calls: Sequence[Callable[[], object]]
+) -> list[concurrent.futures.Future[object]]:
+    """Submit *calls* so that a busy worker goes from each straight to the next.
+
+    They queue up behind a task that waits for them all, so that on Python 3.12+ each
+    worker takes its next one without waiting (get_nowait()), the path a loaded pool
+    takes; one at a time, with result() in between, the worker waits (get()).
+    """
+    gate = threading.Event()
+    held = [pool.submit(gate.wait, 10) for _ in range(pool._max_workers)]
+    futures = [pool.submit(call) for call in calls]
+    gate.set()
+    for future in held:
+        assert future.result() is True
+    return futures
