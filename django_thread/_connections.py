@@ -312,20 +312,32 @@ def end_unit(
     for conn in rec.connected():
         if id(conn) in callers or conn.allow_thread_sharing:
             continue
-        if in_transaction(conn):
-            _drop_left_open(conn, describe())
-            continue
-        errors, raw = conn.errors_occurred, conn.connection
-        _close_if_unusable_or_obsolete(conn)
-        if window:
-            if errors:
-                rec.ended_at.pop(id(conn), None)  # the next unit pings
-            elif conn.connection is not None:
-                rec.ended_at[id(conn)] = time.monotonic()
-            elif conn.settings_dict["OPTIONS"].get("pool"):  # given back to the pool
-                with _returned_lock:
-                    _returned_at[raw] = time.monotonic()
+        errors = _tidy_after_unit(rec, conn, window, describe)
+        if window and not errors and conn.connection is not None:
+            rec.ended_at[id(conn)] = time.monotonic()
     rec.connected()  # forget the ones now closed: the free path is "no wrappers"
+
+
+def _tidy_after_unit(
+    rec: _ThreadRecord, conn: BaseDatabaseWrapper, window: float, describe: Callable[[], str]
+) -> bool:
+    """Tidy one connection after an outer unit; whether the unit left an error on it.
+
+    A transaction the unit left open is rolled back and the connection closed; otherwise
+    Django's close_if_unusable_or_obsolete() decides, as at a request's finish.
+    ``conn.connection`` is None afterwards if the connection was closed.
+    """
+    if in_transaction(conn):
+        _drop_left_open(conn, describe())
+        return False
+    errors, raw = conn.errors_occurred, conn.connection
+    _close_if_unusable_or_obsolete(conn)
+    if errors:
+        rec.ended_at.pop(id(conn), None)  # the next unit pings
+    elif window and conn.connection is None and conn.settings_dict["OPTIONS"].get("pool"):
+        with _returned_lock:  # given back to the pool
+            _returned_at[raw] = time.monotonic()
+    return errors
 
 
 def between_units(rec: _ThreadRecord, describe: Callable[[], str]) -> None:
@@ -344,22 +356,12 @@ def between_units(rec: _ThreadRecord, describe: Callable[[], str]) -> None:
     for conn in rec.connected():
         if conn.allow_thread_sharing:
             continue  # someone else's connection
-        if in_transaction(conn):
-            _drop_left_open(conn, describe())
-            closed = True
-            continue
-        errors, raw = conn.errors_occurred, conn.connection
-        _close_if_unusable_or_obsolete(conn)
+        errors = _tidy_after_unit(rec, conn, window, describe)
         if conn.connection is None:
             closed = True
-            if window and conn.settings_dict["OPTIONS"].get("pool"):  # given back
-                with _returned_lock:
-                    _returned_at[raw] = time.monotonic()
             continue
         if not conn.force_debug_cursor:  # CaptureQueriesContext / assertNumQueries
             conn.queries_log.clear()
-        if errors:
-            rec.ended_at.pop(id(conn), None)
         # Armed (no errors: the call above left it so; an error: it pinged, and the
         # next unit pings again, as the second call would have made it), or skipped:
         # used this very moment without an error, so well inside any window.
