@@ -24,7 +24,7 @@ from django_thread import ThreadPoolExecutor
 from tests.conftest import settle
 from tests.server import ServerProbe, probe_for
 from tests.testapp.models import Note
-from tests.work import back_to_back, query, thread_name
+from tests.work import QUEUED, in_turn, query, thread_name
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -198,7 +198,7 @@ def next_unit() -> tuple[bool, int]:
     return transaction.get_autocommit(), Note.objects.count()
 
 
-@pytest.mark.parametrize("queued", [False, True], ids=["one at a time", "back to back"])
+@QUEUED
 @pytest.mark.parametrize("bad_unit", [dirty_unit, failed_transaction_unit])
 @pytest.mark.parametrize("max_age", [0, None])
 def test_a_bad_unit_does_not_poison_the_next(
@@ -206,13 +206,8 @@ def test_a_bad_unit_does_not_poison_the_next(
 ) -> None:
     conn_settings(max_age=max_age)
     with ThreadPoolExecutor(1) as pool:
-        if queued:  # the busy worker's path: from one task straight to the next
-            bad, following = back_to_back(pool, [bad_unit, next_unit])
-            bad.exception()
-            assert following.result() == (True, 0)
-        else:
-            pool.submit(bad_unit).exception()
-            assert pool.submit(next_unit).result() == (True, 0)
+        _, following = in_turn(pool, [bad_unit, next_unit], queued=queued)
+        assert following.result() == (True, 0)
     assert not Note.objects.exists()
 
 

@@ -21,7 +21,7 @@ from django_thread.checks import settings_messages
 from tests.faults import IdleTimeout, Killer, Recorder, counting_pings, idle_timeout
 from tests.server import ServerProbe
 from tests.test_faults import TASKS, WORKERS, kill_while_working, recovers, run_in_waves, waves_for
-from tests.work import back_to_back, main_backend_ids, query
+from tests.work import QUEUED, back_to_back, main_backend_ids, query
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,11 +40,6 @@ def run_tasks(count: int, pause: float = 0.0, workers: int = 2, *, queued: bool 
         for _ in range(count):
             pool.submit(query).result()
             time.sleep(pause)
-
-
-# A worker that waits for its next task ends one unit and begins the next in two steps;
-# a busy one goes from one task straight to the next in one (between_units()).
-QUEUED = pytest.mark.parametrize("queued", [False, True], ids=["one at a time", "back to back"])
 
 
 @QUEUED
@@ -67,13 +62,13 @@ def test_a_gap_longer_than_the_window_pings_again(conn_settings: Any) -> None:
     assert pings[0] == 5  # every unit but the one that connected
 
 
+def bad_query() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM django_thread_no_such_table")
+
+
 def test_never_skipped_after_an_error(conn_settings: Any) -> None:
     conn_settings(max_age=None, health_checks=True)
-
-    def bad_query() -> None:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT * FROM django_thread_no_such_table")
-
     with window(60), ThreadPoolExecutor(1) as pool:
         pool.submit(query).result()
         with pytest.raises(DatabaseError):
@@ -86,11 +81,6 @@ def test_never_skipped_after_an_error(conn_settings: Any) -> None:
 
 def test_never_skipped_after_an_error_back_to_back(conn_settings: Any) -> None:
     conn_settings(max_age=None, health_checks=True)
-
-    def bad_query() -> None:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT * FROM django_thread_no_such_table")
-
     with window(60), counting_pings("default") as pings, ThreadPoolExecutor(1) as pool:
         futures = back_to_back(pool, [query, bad_query, query, query])
         assert isinstance(futures[1].exception(), DatabaseError)

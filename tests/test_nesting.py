@@ -22,7 +22,7 @@ from django.test.utils import CaptureQueriesContext, override_settings
 
 from django_thread import Thread, ThreadPoolExecutor, unit_of_work
 from tests.testapp.models import Note
-from tests.work import back_to_back, query
+from tests.work import QUEUED, in_turn, query
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -156,19 +156,15 @@ def leave_autocommit_off() -> None:
     Note.objects.create(text="abandoned")
 
 
-@pytest.mark.parametrize("queued", [False, True], ids=["one at a time", "back to back"])
+@QUEUED
 @pytest.mark.parametrize("leave_open", [leave_atomic_open, leave_autocommit_off])
 def test_a_task_that_leaves_a_transaction_open_does_not_swallow_the_next(
     conn_settings: Any, caplog: pytest.LogCaptureFixture, leave_open: Any, queued: bool
 ) -> None:
     conn_settings(max_age=None)
     with ThreadPoolExecutor(1) as pool:
-        if queued:  # the busy worker's path: from one task straight to the next
-            for future in back_to_back(pool, [leave_open, functools.partial(add, "next")]):
-                future.result()
-        else:
-            pool.submit(leave_open).result()
-            pool.submit(add, "next").result()
+        for future in in_turn(pool, [leave_open, functools.partial(add, "next")], queued=queued):
+            future.result()
     assert texts() == ["next"]
     [error] = [r for r in caplog.records if r.name == "django_thread"]
     assert error.levelno == logging.ERROR

@@ -6,6 +6,7 @@ import concurrent.futures
 import threading
 from collections.abc import Callable, Sequence
 
+import pytest
 from django.db import connections
 
 from tests.testapp.models import Note
@@ -57,4 +58,32 @@ def back_to_back(
     gate.set()
     for future in held:
         assert future.result() is True
+    return futures
+
+
+# A worker that waits for its next task ends one unit and begins the next in two steps;
+# a busy one goes from one task straight to the next in one (between_units()). Tests of
+# what happens between two tasks run both ways.
+QUEUED = pytest.mark.parametrize("queued", [False, True], ids=["one at a time", "back to back"])
+
+
+def in_turn(
+    pool: concurrent.futures.ThreadPoolExecutor,
+    calls: Sequence[Callable[[], object]],
+    *,
+    queued: bool,
+) -> list[concurrent.futures.Future[object]]:
+    """Run *calls* on *pool* in turn, and return their futures, all done.
+
+    *queued*: back to back (a busy worker's path); otherwise one at a time, each
+    submitted once the one before is done (a worker that waits for its next task).
+    """
+    if queued:
+        futures = back_to_back(pool, calls)
+    else:
+        futures = []
+        for call in calls:
+            futures.append(pool.submit(call))
+            concurrent.futures.wait(futures[-1:])
+    concurrent.futures.wait(futures)
     return futures
