@@ -4,8 +4,10 @@
     python -m tests.benchmark --quick         # a few seconds: checks that it runs
     python -m tests.benchmark --publish       # full suite, then update docs/benchmarks/
 
-Each measurement alternates the two implementations (A B A B ...) for several rounds,
-and reports the median of the per-round ratios (ours / stdlib) and their spread. Servers
+Each measurement alternates the two implementations (A B, B A, A B ...) for several
+rounds, each run starting with the database server at rest, and reports the median of
+the per-round ratios (ours / stdlib) with its 95% interval; a row with a target gets
+rounds until that interval is narrow enough to judge the median against it. Servers
 that cannot be reached are skipped with the reason. Results go to a JSON file.
 """
 
@@ -18,6 +20,7 @@ import dataclasses
 import functools
 import gc
 import json
+import math
 import os
 import platform
 import statistics
@@ -26,7 +29,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tests.server import ServerProbe
 
 ROOT = Path(__file__).resolve().parent.parent
 DATABASE_NAME = "django_thread_bench"  # its own database: never the tests' ones
@@ -111,13 +117,44 @@ class Measurement:
     def ratio(self) -> float:
         return statistics.median(self.ratios)
 
+    @property
+    def interval(self) -> tuple[float, float]:
+        """A 95% confidence interval for the median ratio.
+
+        It assumes nothing about the noise but that rounds are independent: the number
+        of rounds whose ratio falls below the true median is binomial(n, 1/2), so the
+        order statistics n/2 -/+ 0.98 sqrt(n) (1.96 of its standard deviations) bound
+        the median 95% of the time.
+        """
+        ratios = sorted(self.ratios)
+        n = len(ratios)
+        spread = 0.98 * math.sqrt(n)
+        low = max(round(n / 2 - spread), 1)
+        high = min(round(n / 2 + spread + 1), n)
+        return ratios[low - 1], ratios[high - 1]
+
     def as_dict(self) -> dict[str, Any]:
+        low, high = self.interval
         return {
             **dataclasses.asdict(self),
             "ratio": round(self.ratio, 4),
             "ratio_min": round(min(self.ratios), 4),
             "ratio_max": round(max(self.ratios), 4),
+            "interval": [round(low, 4), round(high, 4)],
+            "target": TARGETS.get((self.benchmark, self.setting)),
         }
+
+
+# The ratios we hold ourselves to (see docs/benchmarks.md), by (benchmark, setting).
+TARGETS = {
+    ("no-op tasks", ""): 1.10,
+    ("short threads", ""): 1.10,
+    ("ORM tasks", "CONN_MAX_AGE=None"): 1.03,
+    ("ORM tasks", "CONN_MAX_AGE=60"): 1.03,
+    ("ORM tasks", "native pool (CONN_MAX_AGE=0)"): 1.15,
+    ("ORM tasks", "CONN_MAX_AGE=None, checks, window 0.5 s"): 1.03,
+    ("ORM tasks", "CONN_MAX_AGE=60, checks, window 0.5 s"): 1.03,
+}
 
 
 def noop() -> None:
@@ -212,26 +249,75 @@ def alternate(
     run: Callable[[str], None],
     alias: str | None,
     after_run: Callable[[], None] = lambda: None,
+    *,
+    precision: float | None = None,
+    max_rounds: int = 0,
 ) -> Measurement:
     """Time run("ours") and run("stdlib") alternately, *rounds* times each.
 
-    *after_run* runs after each run, outside the timing.
+    With *precision*, go on past *rounds*, up to *max_rounds*, until the median's 95%
+    interval is no wider than the median -/+ *precision*: a row with a target gets as
+    many rounds as this machine's noise needs for the median to be judged against it.
+    (When to stop depends on the spread of the ratios only, never on their median.)
+
+    *after_run* runs after each run, outside the timing. Every run starts from rest
+    (see _at_rest), and the side that goes first changes every round (A B, B A, ...),
+    so that neither side always inherits what the other left or a drift in the
+    machine's speed.
     """
-    for _ in range(rounds):
-        for side in ("ours", "stdlib"):
-            gc.collect()  # what the previous run left: not part of this one
-            with _sampling(alias) as sampler:
-                started = time.perf_counter()
-                run(side)
-                elapsed = time.perf_counter() - started
-                if sampler is not None:
-                    final = sampler.final()
-                    measurement.peak[side] = max(measurement.peak.get(side, 0), sampler.peak)
-                    measurement.final[side] = final
-            getattr(measurement, side).append(elapsed)
-            after_run()
+    from tests.server import probe_for  # noqa: PLC0415
+
+    def more() -> bool:
+        done = len(measurement.ours)
+        if done < rounds:
+            return True
+        if precision is None or done >= max_rounds:
+            return False
+        low, high = measurement.interval
+        return (high - low) / 2 > precision
+
+    probe = None if alias is None else probe_for(alias)
+    try:
+        while more():
+            round_ = len(measurement.ours)
+            for side in SIDES if round_ % 2 == 0 else SIDES[::-1]:
+                _at_rest(probe)
+                with _sampling(alias) as sampler:
+                    started = time.perf_counter()
+                    run(side)
+                    elapsed = time.perf_counter() - started
+                    if sampler is not None:
+                        final = sampler.final()
+                        measurement.peak[side] = max(measurement.peak.get(side, 0), sampler.peak)
+                        measurement.final[side] = final
+                getattr(measurement, side).append(elapsed)
+                after_run()
+    finally:
+        if probe is not None:
+            probe.close()
     gc.collect()
     return measurement
+
+
+SIDES = ("ours", "stdlib")
+MAX_ROUNDS = 81  # for a row with a target: at most 81 rounds, however noisy the machine
+
+
+def _at_rest(probe: ServerProbe | None) -> None:
+    """Before a run: nothing the previous run left is still being cleaned up.
+
+    The stdlib's workers leave their connections open until the garbage collector
+    frees them, and a server takes a moment to tear a closed session down (a
+    PostgreSQL backend process exits). Collected here, inside the next run's timing,
+    that work would be charged to whichever side runs next: so collect it, and wait
+    until the server no longer lists any of the benchmark's sessions.
+    """
+    gc.collect()
+    if probe is None:
+        return
+    deadline = time.monotonic() + 2.0
+    while probe.count() and time.monotonic() < deadline:
+        time.sleep(0.005)
 
 
 @contextlib.contextmanager
@@ -336,8 +422,10 @@ def run_suite(vendors: list[str], quick: bool) -> list[Measurement]:
     from tests.faults import counting_pings  # noqa: PLC0415
 
     # Thread start-up time is noisy (the OS schedules them), and so is a server round
-    # trip: more rounds there, so that a 3% difference is not lost in the spread.
+    # trip: more rounds there, so that a 3% difference is not lost in the spread. A row
+    # with a target goes on until its median is known to within 1% (see alternate()).
     rounds, thread_rounds, orm_rounds = (2, 2, 2) if quick else (9, 21, 21)
+    precision = None if quick else 0.01
     noops, threads, queries = (2_000, 100, 200) if quick else (20_000, 1_000, 2_000)
     executors = {
         "ours": django_thread.ThreadPoolExecutor,
@@ -350,12 +438,16 @@ def run_suite(vendors: list[str], quick: bool) -> list[Measurement]:
             rounds,
             lambda side: noop_tasks(executors[side], noops),
             None,
+            precision=precision,
+            max_rounds=MAX_ROUNDS,
         ),
         alternate(
             Measurement("short threads", "none", "", threads),
             thread_rounds,
             lambda side: short_threads(thread_classes[side], threads),
             None,
+            precision=precision,
+            max_rounds=MAX_ROUNDS,
         ),
     ]
     # What nesting costs: a task calling a @unit_of_work helper, against the same task
@@ -389,6 +481,8 @@ def run_suite(vendors: list[str], quick: bool) -> list[Measurement]:
                         if setting.pool
                         else _nothing
                     ),
+                    precision=precision if ("ORM tasks", setting.label) in TARGETS else None,
+                    max_rounds=MAX_ROUNDS,
                 )
                 if setting.health_checks and not setting.pool:
                     with counting_pings(vendor) as calls:
@@ -407,7 +501,8 @@ COLUMNS = (
     "setting",
     "units",
     "ratio",
-    "spread",
+    "95% interval",
+    "rounds",
     "ours s",
     "stdlib s",
     "peak ours/std",
@@ -426,7 +521,8 @@ def _row(m: Measurement) -> tuple[str, ...]:
         m.setting or "-",
         str(m.units),
         f"{m.ratio:.2f}x",
-        f"{min(m.ratios):.2f}-{max(m.ratios):.2f}",
+        "{:.2f}-{:.2f}".format(*m.interval),
+        str(len(m.ratios)),
         f"{statistics.median(m.ours):.3f}",
         f"{statistics.median(m.stdlib):.3f}",
         pair(m.peak),
