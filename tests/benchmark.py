@@ -133,6 +133,10 @@ class Measurement:
         high = min(round(n / 2 + spread + 1), n)
         return ratios[low - 1], ratios[high - 1]
 
+    @property
+    def target(self) -> float | None:
+        return TARGETS.get((self.benchmark, self.setting))
+
     def as_dict(self) -> dict[str, Any]:
         low, high = self.interval
         return {
@@ -141,7 +145,7 @@ class Measurement:
             "ratio_min": round(min(self.ratios), 4),
             "ratio_max": round(max(self.ratios), 4),
             "interval": [round(low, 4), round(high, 4)],
-            "target": TARGETS.get((self.benchmark, self.setting)),
+            "target": self.target,
         }
 
 
@@ -237,10 +241,7 @@ class PeakSampler:
     def final(self) -> int:
         """The count once the run is over (a server sees closed sockets a moment late)."""
         self.__exit__()  # the probe's connection is not for two threads at once
-        deadline = time.monotonic() + 0.5
-        while (count := self.probe.count()) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return count
+        return self.probe.drained(0.5)
 
 
 def alternate(
@@ -251,14 +252,14 @@ def alternate(
     after_run: Callable[[], None] = lambda: None,
     *,
     precision: float | None = None,
-    max_rounds: int = 0,
 ) -> Measurement:
     """Time run("ours") and run("stdlib") alternately, *rounds* times each.
 
-    With *precision*, go on past *rounds*, up to *max_rounds*, until the median's 95%
-    interval is no wider than the median -/+ *precision*: a row with a target gets as
-    many rounds as this machine's noise needs for the median to be judged against it.
-    (When to stop depends on the spread of the ratios only, never on their median.)
+    With *precision*, a measurement with a target goes on past *rounds*, up to
+    MAX_ROUNDS, until its median's 95% interval is no wider than the median -/+
+    *precision*: as many rounds as this machine's noise needs for the median to be
+    judged against the target. (When to stop depends on the spread of the ratios only,
+    never on their median.)
 
     *after_run* runs after each run, outside the timing. Every run starts from rest
     (see _at_rest), and the side that goes first changes every round (A B, B A, ...),
@@ -271,7 +272,7 @@ def alternate(
         done = len(measurement.ours)
         if done < rounds:
             return True
-        if precision is None or done >= max_rounds:
+        if precision is None or measurement.target is None or done >= MAX_ROUNDS:
             return False
         low, high = measurement.interval
         return (high - low) / 2 > precision
@@ -300,7 +301,7 @@ def alternate(
 
 
 SIDES = ("ours", "stdlib")
-MAX_ROUNDS = 81  # for a row with a target: at most 81 rounds, however noisy the machine
+MAX_ROUNDS = 81  # for a row with a target, however noisy the machine
 
 
 def _at_rest(probe: ServerProbe | None) -> None:
@@ -313,11 +314,8 @@ def _at_rest(probe: ServerProbe | None) -> None:
     until the server no longer lists any of the benchmark's sessions.
     """
     gc.collect()
-    if probe is None:
-        return
-    deadline = time.monotonic() + 2.0
-    while probe.count() and time.monotonic() < deadline:
-        time.sleep(0.005)
+    if probe is not None:
+        probe.drained(2.0)
 
 
 @contextlib.contextmanager
@@ -439,7 +437,6 @@ def run_suite(vendors: list[str], quick: bool) -> list[Measurement]:
             lambda side: noop_tasks(executors[side], noops),
             None,
             precision=precision,
-            max_rounds=MAX_ROUNDS,
         ),
         alternate(
             Measurement("short threads", "none", "", threads),
@@ -447,7 +444,6 @@ def run_suite(vendors: list[str], quick: bool) -> list[Measurement]:
             lambda side: short_threads(thread_classes[side], threads),
             None,
             precision=precision,
-            max_rounds=MAX_ROUNDS,
         ),
     ]
     # What nesting costs: a task calling a @unit_of_work helper, against the same task
@@ -481,8 +477,7 @@ def run_suite(vendors: list[str], quick: bool) -> list[Measurement]:
                         if setting.pool
                         else _nothing
                     ),
-                    precision=precision if ("ORM tasks", setting.label) in TARGETS else None,
-                    max_rounds=MAX_ROUNDS,
+                    precision=precision,
                 )
                 if setting.health_checks and not setting.pool:
                     with counting_pings(vendor) as calls:

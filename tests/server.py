@@ -47,6 +47,17 @@ class ServerProbe(ABC):
             previous = current
         return previous
 
+    def drained(self, timeout: float) -> int:
+        """The count once it reaches 0, or the last read after *timeout*.
+
+        For a run that should have closed everything: a server lists a closed session
+        until it has torn it down, a few milliseconds later.
+        """
+        deadline = time.monotonic() + timeout
+        while (count := self.count()) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return count
+
     @abstractmethod
     def kill(self, backend_id: int) -> None:
         """Terminate one session, the way a DBA, a failover or a proxy would."""
