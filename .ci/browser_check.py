@@ -24,6 +24,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -87,6 +88,7 @@ class Browser:
             pass_fds=(3, 4, to_chrome_r, from_chrome_w),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a process group of its own, helpers included
         )
         os.close(to_chrome_r)
         os.close(from_chrome_w)
@@ -152,8 +154,16 @@ class Browser:
         path.write_bytes(base64.b64decode(shot["data"]))
 
     def close(self) -> None:
-        self.process.kill()
-        self.process.wait()
+        # Ask Chromium to quit rather than kill it: killed, its helper processes may
+        # still be writing to the profile directory as it is deleted. Its answer is not
+        # waited for (it may close the pipe first); its exit is.
+        message = {"id": self._next_id + 1, "method": "Browser.close", "params": {}}
+        try:
+            os.write(self._to_chrome, json.dumps(message).encode() + b"\0")
+            self.process.wait(timeout=15)
+        except (OSError, subprocess.TimeoutExpired):
+            os.killpg(self.process.pid, signal.SIGKILL)  # it and every helper
+            self.process.wait()
         os.close(self._to_chrome)
         os.close(self._from_chrome)
 
@@ -191,7 +201,10 @@ def main() -> None:
     shutil.rmtree(args.screens, ignore_errors=True)
     args.screens.mkdir(parents=True)
     problems: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="browser-check-") as profile:
+    # A file a helper process left behind must not fail the check: it is scratch.
+    with tempfile.TemporaryDirectory(
+        prefix="browser-check-", ignore_cleanup_errors=True
+    ) as profile:
         browser = Browser(args.chromium, profile)
         try:
             for page in pages:
