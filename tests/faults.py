@@ -101,7 +101,12 @@ class Killer:
         self._stop = threading.Event()
 
     def run_until(self, done: Callable[[], bool]) -> None:
-        """Kill from the calling (main) thread until *done()*."""
+        """Kill from the calling (main) thread until *done()*.
+
+        Returns once the server no longer lists the last sessions killed (it acts on a
+        kill a moment after the call returns), so that the killing has really stopped.
+        """
+        victims: list[int] = []
         while not done():
             self._stop.wait(self.interval)
             started = time.monotonic()
@@ -109,6 +114,9 @@ class Killer:
             for victim in victims:
                 self.probe.kill(victim)
             self.kills.append((started, time.monotonic(), victims))
+        deadline = time.monotonic() + 2.0
+        while set(victims) & set(self.probe.backend_ids()) and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     @property
     def killed(self) -> int:

@@ -104,14 +104,23 @@ def kill_while_working(
 def recovers(pool: concurrent.futures.Executor, dead_on_arrival: int = 0) -> bool:
     """Every worker runs database work again once the killing stops.
 
-    Without health checks, a session killed after a worker's last task still costs
-    that worker its next task: *dead_on_arrival* of them may fail, once.
+    Without health checks, or within the health-check window, a session killed after a
+    worker's last task still costs that worker its next task: *dead_on_arrival* of them
+    may fail, once. So each worker first gets exactly one task (they wait for each
+    other: no worker can sit this round out and meet its dead session later), and then
+    none of 10 tasks per worker may fail.
     """
-    for allowed in (dead_on_arrival, 0):
-        futures = [pool.submit(query) for _ in range(10 * WORKERS)]
-        if sum(f.exception() is not None for f in futures) > allowed:
-            return False
-    return True
+    barrier = threading.Barrier(WORKERS)
+
+    def one_each() -> int:
+        barrier.wait(timeout=30)  # a worker that never comes fails all four
+        return query()
+
+    first = [pool.submit(one_each) for _ in range(WORKERS)]
+    if sum(f.exception() is not None for f in first) > dead_on_arrival:
+        return False
+    futures = [pool.submit(query) for _ in range(10 * WORKERS)]
+    return all(f.exception() is None for f in futures)
 
 
 def test_killed_sessions_fail_only_tasks_with_a_query_in_flight(
