@@ -114,9 +114,7 @@ class Killer:
             for victim in victims:
                 self.probe.kill(victim)
             self.kills.append((started, time.monotonic(), victims))
-        deadline = time.monotonic() + 2.0
-        while set(victims) & set(self.probe.backend_ids()) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        self.probe.drained(2.0, victims)
 
     @property
     def killed(self) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -47,16 +48,21 @@ class ServerProbe(ABC):
             previous = current
         return previous
 
-    def drained(self, timeout: float) -> int:
-        """The count once it reaches 0, or the last read after *timeout*.
+    def drained(self, timeout: float, ids: Iterable[int] | None = None) -> int:
+        """How many sessions are listed once none are, or at the last read after *timeout*.
 
-        For a run that should have closed everything: a server lists a closed session
-        until it has torn it down, a few milliseconds later.
+        Of *ids* only, if given (sessions just killed), else of all. For sessions that
+        should be gone: a server lists a closed or killed session until it has torn it
+        down, a few milliseconds later.
         """
+        wanted = None if ids is None else set(ids)
         deadline = time.monotonic() + timeout
-        while (count := self.count()) and time.monotonic() < deadline:
+        while True:
+            listed = self.backend_ids()
+            left = len(listed) if wanted is None else len(wanted.intersection(listed))
+            if not left or time.monotonic() >= deadline:
+                return left
             time.sleep(0.005)
-        return count
 
     @abstractmethod
     def kill(self, backend_id: int) -> None:
