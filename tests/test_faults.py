@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from django_thread import Thread, ThreadPoolExecutor, unit_of_work
-from tests.faults import Killer, Recorder, idle_timeout
+from tests.faults import Killer, Outcome, Recorder, idle_timeout
 from tests.server import ServerProbe
 from tests.work import main_backend_ids, query
 
@@ -101,14 +101,14 @@ def kill_while_working(
     return futures
 
 
-def recovers(pool: concurrent.futures.Executor, dead_on_arrival: int = 0) -> bool:
-    """Every worker runs database work again once the killing stops.
+def unrecovered(pool: concurrent.futures.Executor, dead_on_arrival: int = 0) -> list[Outcome]:
+    """The tasks that show a worker not running database work again once the killing stops.
 
     Without health checks, or within the health-check window, a session killed after a
     worker's last task still costs that worker its next task: *dead_on_arrival* of them
     may fail, once. So each worker first gets exactly one task (they wait for each
     other: no worker can sit this round out and meet its dead session later), and then
-    none of 10 tasks per worker may fail.
+    none of 10 tasks per worker may fail. Each failure says on which worker and session.
     """
     barrier = threading.Barrier(WORKERS)
 
@@ -116,11 +116,12 @@ def recovers(pool: concurrent.futures.Executor, dead_on_arrival: int = 0) -> boo
         barrier.wait(timeout=30)  # a worker that never comes fails all four
         return query()
 
-    first = [pool.submit(one_each) for _ in range(WORKERS)]
-    if sum(f.exception() is not None for f in first) > dead_on_arrival:
-        return False
-    futures = [pool.submit(query) for _ in range(10 * WORKERS)]
-    return all(f.exception() is None for f in futures)
+    with Recorder() as first, Recorder() as then:
+        concurrent.futures.wait([pool.submit(first.task(one_each)) for _ in range(WORKERS)])
+        concurrent.futures.wait([pool.submit(then.task(query)) for _ in range(10 * WORKERS)])
+    if len(first.failures) > dead_on_arrival:
+        return first.failures + then.failures
+    return then.failures
 
 
 def test_killed_sessions_fail_only_tasks_with_a_query_in_flight(
@@ -131,7 +132,7 @@ def test_killed_sessions_fail_only_tasks_with_a_query_in_flight(
 
     with Recorder() as ours, ThreadPoolExecutor(WORKERS) as pool:
         kill_while_working(pool, ours, killer)
-        assert recovers(pool)
+        assert unrecovered(pool) == []
 
     print(
         f"\nkills, health checks on: {killer.killed} sessions killed; "
@@ -151,7 +152,7 @@ def test_killed_sessions_without_health_checks_cost_one_task_each(
 
     with Recorder() as ours, ThreadPoolExecutor(WORKERS) as pool:
         kill_while_working(pool, ours, killer)
-        assert recovers(pool, dead_on_arrival=WORKERS)
+        assert unrecovered(pool, dead_on_arrival=WORKERS) == []
 
     print(
         f"\nkills, health checks off: {killer.killed} sessions killed; "
@@ -171,10 +172,10 @@ def test_stdlib_pool_never_recovers_from_killed_sessions(
 
     with Recorder() as stdlib, concurrent.futures.ThreadPoolExecutor(WORKERS) as plain:
         kill_while_working(plain, stdlib, killer)
-        recovered = recovers(plain)
+        unrecovered_tasks = unrecovered(plain)
 
     print(f"\nkills: {killer.killed} sessions killed; stdlib {stdlib.summary()}")
-    assert not recovered
+    assert unrecovered_tasks
     assert len(stdlib.failures) > TASKS // 2
 
 
