@@ -308,6 +308,7 @@ def end_unit(
 
     *describe* names the unit, for the error about a transaction it left open.
     """
+    close_half_open(rec)
     window = health_check_window()
     for conn in rec.connected():
         if id(conn) in callers or conn.allow_thread_sharing:
@@ -351,6 +352,7 @@ def between_units(rec: _ThreadRecord, describe: Callable[[], str]) -> None:
     cleared, and its health check armed, or skipped within the window when the unit
     that just ended made no error. *describe* names the unit that ended.
     """
+    close_half_open(rec)
     window = health_check_window()
     closed = False
     for conn in rec.connected():
@@ -482,21 +484,14 @@ def close_thread_connections(rec: _ThreadRecord | None, *, sweep: bool = False) 
     sockets would stay open until the cyclic garbage collector happens to run.
 
     *rec* is None for one of our threads that never connected successfully.
-    *sweep* also closes Django's registered wrappers that never announced themselves: a
-    connect() whose set-up failed after the socket opened sends no connection_created.
-    Only a live thread, outside any event loop, can sweep (Django's thread-local may be
-    gone in ``__del__``).
+    *sweep* also closes the connections whose set-up failed half-way (see
+    :func:`half_open`). Only a live thread can sweep: Django's thread-local may be gone
+    in ``__del__``.
     """
-    found = rec.connected() if rec is not None else []
     if sweep:
-        seen = {id(conn) for conn in found}
-        found += [
-            conn
-            for conn in registered_wrappers()
-            if conn.connection is not None and id(conn) not in seen
-        ]
+        close_half_open(rec)
     ident = threading.get_ident()
-    for conn in found:
+    for conn in rec.connected() if rec is not None else []:
         # Shared with other threads (LiveServerThread, share_connections()), or not
         # this thread's at all: the owner closes it.
         if conn.allow_thread_sharing or getattr(conn, "_thread_ident", ident) != ident:
@@ -504,29 +499,86 @@ def close_thread_connections(rec: _ThreadRecord | None, *, sweep: bool = False) 
         if in_transaction(conn):
             _drop_left_open(conn, "a thread")
             continue
-        try:
-            conn.close()
-        except Exception:
-            logger.exception("django_thread: closing database connection %r failed", conn.alias)
+        _close(conn)
     if rec is not None:
         rec.wrappers.clear()
+
+
+def _close(conn: BaseDatabaseWrapper) -> None:
+    try:
+        conn.close()
+    except Exception:
+        logger.exception("django_thread: closing database connection %r failed", conn.alias)
+
+
+def half_open(rec: _ThreadRecord | None) -> list[BaseDatabaseWrapper]:
+    """The calling thread's connections whose set-up failed half-way.
+
+    Django's connect() opens the socket, then sets the session up (autocommit, time
+    zone, role, isolation level), and only then sends ``connection_created``, which is
+    how *rec* learns of a connection. If the server ends the session in between (a
+    failover, a kill, an idle timeout on a stalled machine), or a set-up statement
+    fails, connect() raises and the wrapper keeps an open connection nobody announced.
+    Django counts it as healthy (a new connection is, so no health check pings it), and
+    nothing closes it: every later query in the thread meets it. Django's own request
+    cycle finds it by listing the registry; so does this.
+    """
+    known = rec.wrappers if rec is not None else {}
+    ident = threading.get_ident()
+    return [
+        conn
+        for conn in registered_wrappers()
+        if conn.connection is not None
+        and id(conn) not in known
+        and not conn.allow_thread_sharing  # share_connections(), LiveServerThread
+        and getattr(conn, "_thread_ident", ident) == ident
+    ]
+
+
+def close_half_open(rec: _ThreadRecord | None) -> None:
+    """Close the calling thread's connections whose set-up failed half-way.
+
+    At the end of every outer unit (and the start of a ``unit_of_work``), so that such
+    a connection costs the unit whose connect failed and no other. Closed, not checked:
+    a session half set up (without its role, time zone or isolation level) is of no
+    use, and cannot hold a transaction.
+    """
+    if _registry is not None:  # the fast look, on every unit's end
+        known = rec.wrappers if rec is not None else {}
+        for conn in vars(_registry).values():
+            if getattr(conn, "connection", None) is not None and id(conn) not in known:
+                break  # one to look at closely
+        else:
+            return  # none: the thread's wrappers are all closed, or all announced
+    for conn in half_open(rec):
+        _close(conn)
+
+
+# Django's registry of wrappers, per thread: asgiref's Local, which for connections
+# (thread critical) keeps them in a plain threading.local, made with the handler as
+# django.db is imported. Read directly, it costs a fraction of asking the handler.
+_registry: threading.local | None = getattr(
+    getattr(connections, "_connections", None), "_storage", None
+)
+if type(_registry) is not threading.local:  # pragma: no cover - the canary fails first
+    _registry = None
 
 
 def registered_wrappers() -> list[BaseDatabaseWrapper]:
     """Django's wrappers in the calling thread: ``connections.all(initialized_only=True)``.
 
-    For the top of a thread, where no event loop runs. That call asks asgiref's
-    ``Local`` about every alias, and each alias the thread never used costs two raised
-    and caught exceptions: about 2 µs an alias, most of what a short thread would cost
-    us. Outside an event loop, the ``Local`` Django keeps connections in (thread
-    critical) stores them in a plain ``threading.local``, one attribute per alias used:
-    read it directly when it is one (asgiref 3.8 to 3.13 at least; a test checks the
-    two listings agree), and ask Django otherwise.
+    For threads where no event loop runs, which is where units of work run (Django
+    refuses synchronous database work inside one). That call asks asgiref's ``Local``
+    about every alias, and each alias the thread never used costs two raised and caught
+    exceptions: about 2 µs an alias, most of what a short thread would cost us. Outside
+    an event loop, the ``Local`` Django keeps connections in (thread critical) stores
+    them in a plain ``threading.local``, one attribute per alias used: read it directly
+    when it is one (asgiref 3.8 to 3.13 at least; a test checks the two listings
+    agree), and ask Django otherwise.
     """
-    storage = getattr(getattr(connections, "_connections", None), "_storage", None)
-    if type(storage) is threading.local:
-        return [conn for conn in vars(storage).values() if isinstance(conn, BaseDatabaseWrapper)]
-    return list(connections.all(initialized_only=True))  # pragma: no cover - the canary fails first
+    if _registry is None:  # pragma: no cover - the canary fails first
+        return list(connections.all(initialized_only=True))
+    return [conn for conn in vars(_registry).values() if isinstance(conn, BaseDatabaseWrapper)]
 
 
 # --- sharing a test's connections (django_thread.testing) -------------------------
@@ -580,6 +632,7 @@ class UnitOfWork(ContextDecorator):
         rec.close_at_exit = True  # whoever made this thread, it closes what it opened
         unit = None
         if not is_inner(rec):
+            close_half_open(rec)  # left by this thread's code before the unit
             callers = begin_unit(rec)  # may raise: before anything is counted
             unit = (callers, begin_shared(lambda: self.name or "a unit_of_work block"))
         rec.depth += 1

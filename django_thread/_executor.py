@@ -11,6 +11,7 @@ from django_thread._connections import (
     begin_shared,
     begin_unit,
     between_units,
+    close_half_open,
     close_thread_connections,
     current_record,
     end_shared,
@@ -192,8 +193,7 @@ class _WorkerQueue(queue.SimpleQueue[Any]):
         rec = current_record()
         if rec is None or rec.task_queue is not self:
             return _simple_get(self, block, timeout)
-        if rec.wrappers or rec.shared is not None:
-            _end_task(rec)  # before waiting: the previous task is over
+        _after_task(rec)  # before waiting: the previous task is over
         item = _simple_get(self, block, timeout)
         _begin_task(rec, item)
         return item
@@ -209,14 +209,21 @@ class _WorkerQueue(queue.SimpleQueue[Any]):
             if rec.wrappers and item is not None and rec.shared is None and not sharing:
                 _next_task(rec, item)
             else:
-                if rec.wrappers or rec.shared is not None:
-                    _end_task(rec)
+                _after_task(rec)
                 _begin_task(rec, item)
         return item
 
 
 _simple_get = queue.SimpleQueue.get
 _simple_get_nowait = queue.SimpleQueue.get_nowait
+
+
+def _after_task(rec: _ThreadRecord) -> None:
+    """The previous task is over: tidy after it, next to nothing if it opened nothing."""
+    if rec.wrappers or rec.shared is not None:
+        _end_task(rec)
+    else:
+        close_half_open(rec)  # its first connect may have failed half-way
 
 
 def _end_task(rec: _ThreadRecord) -> None:
@@ -272,8 +279,8 @@ def next_unit(task: Callable[..., object], *, first: bool) -> None:
     elif rec.wrappers and rec.shared is None and not sharing:
         _next_task(rec, task)
         return
-    elif rec.wrappers or rec.shared is not None:
-        _end_task(rec)
+    else:
+        _after_task(rec)
     _begin(rec, task, tidy=not first)
 
 

@@ -155,3 +155,48 @@ def counting_pings(alias: str) -> Iterator[list[int]]:
         yield calls
     finally:
         wrapper_class.is_usable = real  # type: ignore[method-assign]
+
+
+def set_up_statement(probe: ServerProbe) -> dict[str, Any]:
+    """OPTIONS under which Django's connect() sends a statement once the socket is open.
+
+    PostgreSQL: ``SET ROLE`` to the user it already is (``assume_role``); MariaDB:
+    ``SET SESSION TRANSACTION ISOLATION LEVEL``, Django's default made explicit. Both
+    are real set-up steps, which fail on a session the server has ended.
+    """
+    if probe.vendor == "postgresql":
+        return {"assume_role": probe.settings["USER"]}
+    return {"isolation_level": "read committed"}
+
+
+@contextmanager
+def set_up_killed(probe: ServerProbe, times: int = 1) -> Iterator[list[int]]:
+    """The next *times* connects find their session ended by the server mid-set-up.
+
+    As a failover, a DBA or an idle timeout on a stalled machine can do it: after the
+    socket opened, before Django's set-up statement (see set_up_statement()). connect()
+    then raises, and sends no connection_created. The kill is real; only its moment is
+    chosen, by running it just before Django's own init_connection_state(). Yields the
+    ids of the sessions killed.
+    """
+    from django.db import connections  # noqa: PLC0415
+
+    wrapper_class = type(connections["default"])
+    real = wrapper_class.init_connection_state
+    killed: list[int] = []
+    lock = threading.Lock()
+
+    def killed_first(self: Any) -> None:
+        with lock:
+            session = session_id(self.alias) if len(killed) < times else None
+            if session is not None:
+                killed.append(session)
+                probe.kill(session)
+                probe.drained(2.0, [session])
+        real(self)
+
+    wrapper_class.init_connection_state = killed_first  # type: ignore[method-assign]
+    try:
+        yield killed
+    finally:
+        wrapper_class.init_connection_state = real  # type: ignore[method-assign]

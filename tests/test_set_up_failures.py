@@ -1,0 +1,132 @@
+"""A connect() whose set-up fails half-way: the session ends, or a set-up statement fails.
+
+Django's connect() opens the socket, then sets the session up (autocommit, time zone,
+role, isolation level), and only then sends ``connection_created``. A failure in
+between leaves the thread's wrapper holding an open connection that nobody announced,
+and that counts as healthy (new connections are), so no health check pings it: every
+later query in the thread meets it. Each test runs the stdlib class beside ours, which
+keeps failing, or worse, runs its queries on the half set up session. (That such a
+connection is closed as its thread ends is tested in test_thread_exit.py.)
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import gc
+import threading
+import warnings
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from django_thread import ThreadPoolExecutor, unit_of_work
+from tests.conftest import settle
+from tests.faults import set_up_killed, set_up_statement
+from tests.server import ServerProbe
+from tests.work import QUEUED, in_turn, query
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+POLICIES = pytest.mark.parametrize(
+    "policy",
+    [{"max_age": None, "health_checks": True}, {"max_age": 0}],
+    ids=["persistent-checks", "age0"],
+)
+
+
+@POLICIES
+@QUEUED
+def test_a_session_killed_during_set_up_costs_one_task(
+    conn_settings: Any, server: ServerProbe, policy: dict[str, Any], queued: bool
+) -> None:
+    conn_settings(**policy, **set_up_statement(server))
+    tasks = [query] * 10
+
+    with set_up_killed(server) as killed, ThreadPoolExecutor(1) as pool:
+        ours = in_turn(pool, tasks, queued=queued)
+    with set_up_killed(server), concurrent.futures.ThreadPoolExecutor(1) as plain:
+        theirs = in_turn(plain, tasks, queued=queued)
+
+    assert len(killed) == 1
+    assert [f.exception() is None for f in ours] == [False] + [True] * 9
+    # The stdlib's worker keeps the dead connection: every task after it fails too.
+    assert [f.exception() is None for f in theirs] == [False] * 10
+
+
+@POLICIES
+def test_a_session_killed_during_set_up_costs_one_unit_of_work(
+    conn_settings: Any, server: ServerProbe, policy: dict[str, Any]
+) -> None:
+    conn_settings(**policy, **set_up_statement(server))
+    failures = {"unit_of_work": 0, "plain loop": 0}
+
+    def loop(name: str, per_iteration: bool) -> None:
+        for _ in range(5):
+            try:
+                if per_iteration:
+                    with unit_of_work():
+                        query()
+                else:
+                    query()
+            except Exception:
+                failures[name] += 1
+
+    for name, per_iteration in [("unit_of_work", True), ("plain loop", False)]:
+        with set_up_killed(server):
+            thread = threading.Thread(target=loop, args=(name, per_iteration))
+            thread.start()
+            thread.join()
+    assert failures == {"unit_of_work": 1, "plain loop": 5}
+
+
+def current_user() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_user")
+        return str(cursor.fetchone()[0])
+
+
+@pytest.fixture
+def no_such_role(conn_settings: Any, server: ServerProbe) -> str:
+    """PostgreSQL settings whose set-up statement fails on a live session.
+
+    ``assume_role`` names a role that does not exist: the socket opens, then Django's
+    ``SET ROLE`` fails, and the session stays up, as the settings' user.
+    """
+    if server.vendor != "postgresql":
+        pytest.skip("assume_role is PostgreSQL's")
+    conn_settings(max_age=None, health_checks=True, assume_role="django_thread_no_such_role")
+    return str(server.settings["USER"])
+
+
+def collect_the_stdlibs(server: ServerProbe, baseline: int) -> None:
+    """Close what the stdlib's threads left, as only the garbage collector does."""
+    with warnings.catch_warnings():  # drivers warn about sockets closed by GC
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+    assert settle(server, baseline) == baseline
+
+
+@pytest.mark.usefixtures("no_gc")
+@QUEUED
+def test_no_task_runs_on_a_session_whose_set_up_failed(
+    no_such_role: str, server: ServerProbe, queued: bool
+) -> None:
+    baseline = server.steady()
+    with ThreadPoolExecutor(1) as pool:
+        ours = in_turn(pool, [current_user] * 5, queued=queued)
+        ours_open = settle(server, baseline, timeout=1.0)
+    with concurrent.futures.ThreadPoolExecutor(1) as plain:
+        theirs = in_turn(plain, [current_user] * 5, queued=queued)
+        theirs_open = settle(server, baseline + 1, timeout=1.0)
+
+    # Each task tries to connect afresh, and fails as loudly as the first one.
+    assert all("django_thread_no_such_role" in str(f.exception()) for f in ours)
+    assert ours_open == baseline  # the half set up session was closed
+    # The stdlib's worker runs every task after the first on the half set up session,
+    # as a user the settings do not ask for.
+    assert "django_thread_no_such_role" in str(theirs[0].exception())
+    assert [f.result() for f in theirs[1:]] == [no_such_role] * 4
+    assert theirs_open == baseline + 1
+    del theirs  # its first exception's traceback holds the stdlib worker's wrapper
+    collect_the_stdlibs(server, baseline)
