@@ -38,7 +38,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from collections.abc import Set as AbstractSet
 from contextlib import ContextDecorator
 from types import FrameType, TracebackType
@@ -485,8 +485,8 @@ def close_thread_connections(rec: _ThreadRecord | None, *, sweep: bool = False) 
 
     *rec* is None for one of our threads that never connected successfully.
     *sweep* also closes the connections whose set-up failed half-way (see
-    :func:`half_open`). Only a live thread can sweep: Django's thread-local may be gone
-    in ``__del__``.
+    :func:`close_half_open`). Only a live thread can sweep: Django's thread-local may be
+    gone in ``__del__``.
     """
     if sweep:
         close_half_open(rec)
@@ -511,8 +511,8 @@ def _close(conn: BaseDatabaseWrapper) -> None:
         logger.exception("django_thread: closing database connection %r failed", conn.alias)
 
 
-def half_open(rec: _ThreadRecord | None) -> list[BaseDatabaseWrapper]:
-    """The calling thread's connections whose set-up failed half-way.
+def close_half_open(rec: _ThreadRecord | None) -> None:
+    """Close the calling thread's connections whose set-up failed half-way.
 
     Django's connect() opens the socket, then sets the session up (autocommit, time
     zone, role, isolation level), and only then sends ``connection_created``, which is
@@ -520,43 +520,24 @@ def half_open(rec: _ThreadRecord | None) -> list[BaseDatabaseWrapper]:
     failover, a kill, an idle timeout on a stalled machine), or a set-up statement
     fails, connect() raises and the wrapper keeps an open connection nobody announced.
     Django counts it as healthy (a new connection is, so no health check pings it), and
-    nothing closes it: every later query in the thread meets it. Django's own request
-    cycle finds it by listing the registry; so does this.
+    nothing closes it: every later query in the thread would meet it. Django's request
+    cycle finds it by listing its registry; so does this, at the end of every outer
+    unit (and the start of a ``unit_of_work``), so that it costs the unit whose connect
+    failed and no other. Closed, not checked: a session half set up (without its role,
+    time zone or isolation level) is of no use, and cannot hold a transaction.
     """
     known = rec.wrappers if rec is not None else {}
-    ident = threading.get_ident()
-    return [
-        conn
-        for conn in registered_wrappers()
-        if conn.connection is not None
-        and id(conn) not in known
-        and not conn.allow_thread_sharing  # share_connections(), LiveServerThread
-        and getattr(conn, "_thread_ident", ident) == ident
-    ]
-
-
-def close_half_open(rec: _ThreadRecord | None) -> None:
-    """Close the calling thread's connections whose set-up failed half-way.
-
-    At the end of every outer unit (and the start of a ``unit_of_work``), so that such
-    a connection costs the unit whose connect failed and no other. Closed, not checked:
-    a session half set up (without its role, time zone or isolation level) is of no
-    use, and cannot hold a transaction.
-    """
-    if _registry is not None:  # the fast look, on every unit's end
-        known = rec.wrappers if rec is not None else {}
-        for conn in vars(_registry).values():
-            if getattr(conn, "connection", None) is not None and id(conn) not in known:
-                break  # one to look at closely
-        else:
-            return  # none: the thread's wrappers are all closed, or all announced
-    for conn in half_open(rec):
+    for conn in registered_wrappers():
+        if getattr(conn, "connection", None) is None or id(conn) in known:
+            continue  # not connected, or announced: tidied as usual
+        if conn.allow_thread_sharing or conn._thread_ident != threading.get_ident():
+            continue  # lent to this thread (share_connections(), LiveServerThread)
         _close(conn)
 
 
 # Django's registry of wrappers, per thread: asgiref's Local, which for connections
 # (thread critical) keeps them in a plain threading.local, made with the handler as
-# django.db is imported. Read directly, it costs a fraction of asking the handler.
+# django.db is imported.
 _registry: threading.local | None = getattr(
     getattr(connections, "_connections", None), "_storage", None
 )
@@ -564,21 +545,21 @@ if type(_registry) is not threading.local:  # pragma: no cover - the canary fail
     _registry = None
 
 
-def registered_wrappers() -> list[BaseDatabaseWrapper]:
+def registered_wrappers() -> Iterable[Any]:
     """Django's wrappers in the calling thread: ``connections.all(initialized_only=True)``.
 
-    For threads where no event loop runs, which is where units of work run (Django
-    refuses synchronous database work inside one). That call asks asgiref's ``Local``
-    about every alias, and each alias the thread never used costs two raised and caught
-    exceptions: about 2 µs an alias, most of what a short thread would cost us. Outside
-    an event loop, the ``Local`` Django keeps connections in (thread critical) stores
-    them in a plain ``threading.local``, one attribute per alias used: read it directly
-    when it is one (asgiref 3.8 to 3.13 at least; a test checks the two listings
-    agree), and ask Django otherwise.
+    Read on every unit's end, so read directly: that call asks asgiref's ``Local`` about
+    every alias, and each alias the thread never used costs two raised and caught
+    exceptions, about 2 µs an alias. The ``Local`` Django keeps connections in (thread
+    critical) stores them, outside an event loop, in a plain ``threading.local``, one
+    attribute per alias used: its values, when it is one (asgiref 3.8 to 3.13 at
+    least; a test checks the two listings agree), else Django's answer. In a thread
+    that has run an event loop, asgiref's context store is among the values too: not a
+    wrapper, and without a ``connection``.
     """
     if _registry is None:  # pragma: no cover - the canary fails first
-        return list(connections.all(initialized_only=True))
-    return [conn for conn in vars(_registry).values() if isinstance(conn, BaseDatabaseWrapper)]
+        return connections.all(initialized_only=True)
+    return vars(_registry).values()
 
 
 # --- sharing a test's connections (django_thread.testing) -------------------------
