@@ -11,18 +11,20 @@ The rules, each a small function below:
 - **Outer units tidy, inner units don't.** A pool task, a Django request and the
   outermost ``unit_of_work`` in a thread are outer units. A unit entered inside one of
   them changes nothing: the caller's connection, transaction and query log are the
-  caller's (:func:`enter_unit`).
+  caller's (:func:`is_inner`).
 - **Never touch a transaction the unit did not open.** Connections in ``atomic()`` or
   with autocommit off when an outer unit begins belong to its caller; the unit leaves
   them alone at both ends (:func:`begin_unit`, :func:`end_unit`).
 - **A transaction the unit opened and left open is rolled back and its connection
   closed,** with an ERROR naming the unit, as the end of a request drops it: it is never
   handed to the next unit (:func:`_drop_left_open`).
+- **A connection whose set-up failed half-way is closed** as the unit that opened it
+  ends: Django never announced it, and counts it as healthy (:func:`close_half_open`).
 - **At thread exit, close everything** the thread opened, whatever ``CONN_MAX_AGE``
   says, except connections shared with other threads (:func:`close_thread_connections`).
   Our threads do it as their last step; any other thread that ran a unit of work, or
   any thread at all when the ``django_thread`` app is installed, does it as its
-  thread-local state is torn down (:meth:`_ThreadRecord.__del__`).
+  thread-local state is torn down (:meth:`_ThreadExit.__del__`).
 
 Every function acts on the *calling* thread's connections only, because
 ``django.db.connections`` is thread-local: nothing here runs in the thread that
