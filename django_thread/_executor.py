@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, TypeVarTuple, Unpack, overload
 
 from django_thread._connections import (
+    _registry,
     _ThreadRecord,
     begin_shared,
     begin_unit,
@@ -222,8 +223,8 @@ def _after_task(rec: _ThreadRecord) -> None:
     """The previous task is over: tidy after it, next to nothing if it opened nothing."""
     if rec.wrappers or rec.shared is not None:
         _end_task(rec)
-    else:
-        close_half_open(rec)  # its first connect may have failed half-way
+    elif _registry is None or vars(_registry):  # the thread has used Django's connections
+        close_half_open(rec)  # a connect of its may have failed half-way
 
 
 def _end_task(rec: _ThreadRecord) -> None:
