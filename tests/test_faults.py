@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from django_thread import Thread, ThreadPoolExecutor, unit_of_work
+from django_thread import Thread, ThreadPoolExecutor
 from tests.faults import Killer, Outcome, Recorder, idle_timeout
 from tests.server import ServerProbe
-from tests.work import main_backend_ids, query
+from tests.work import failed_passes, main_backend_ids, query
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -186,19 +186,10 @@ def test_long_running_loop_survives_idle_timeouts_with_unit_of_work(
     conn_settings(max_age=None, health_checks=True, **timeout.options)
     # PostgreSQL's timeout is 100 ms, MariaDB's a whole second: fewer iterations there.
     iterations = 100 if server.vendor == "postgresql" else 12
-    failures = {"unit_of_work": 0, "plain loop": 0}
+    failures: dict[str, int] = {}
 
-    def loop(name: str, per_iteration: bool) -> None:
-        for _ in range(iterations):
-            try:
-                if per_iteration:
-                    with unit_of_work():
-                        query()
-                else:
-                    query()
-            except Exception:
-                failures[name] += 1
-            time.sleep(timeout.pause)  # idle, like a poller with nothing to do
+    def loop(name: str, each_a_unit: bool) -> None:
+        failures[name] = failed_passes(iterations, each_a_unit=each_a_unit, pause=timeout.pause)
 
     threads = [
         Thread(target=loop, args=("unit_of_work", True)),

@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from django_thread import ThreadPoolExecutor, unit_of_work
+from django_thread import ThreadPoolExecutor
 from tests.conftest import settle
 from tests.faults import set_up_killed, set_up_statement
 from tests.server import ServerProbe
-from tests.work import QUEUED, in_turn, query
+from tests.work import QUEUED, failed_passes, in_turn, query
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -59,22 +59,14 @@ def test_a_session_killed_during_set_up_costs_one_unit_of_work(
     conn_settings: Any, server: ServerProbe, policy: dict[str, Any]
 ) -> None:
     conn_settings(**policy, **set_up_statement(server))
-    failures = {"unit_of_work": 0, "plain loop": 0}
+    failures: dict[str, int] = {}
+    for name, each_a_unit in [("unit_of_work", True), ("plain loop", False)]:
 
-    def loop(name: str, per_iteration: bool) -> None:
-        for _ in range(5):
-            try:
-                if per_iteration:
-                    with unit_of_work():
-                        query()
-                else:
-                    query()
-            except Exception:
-                failures[name] += 1
+        def loop(name: str = name, each_a_unit: bool = each_a_unit) -> None:
+            failures[name] = failed_passes(5, each_a_unit=each_a_unit)
 
-    for name, per_iteration in [("unit_of_work", True), ("plain loop", False)]:
         with set_up_killed(server):
-            thread = threading.Thread(target=loop, args=(name, per_iteration))
+            thread = threading.Thread(target=loop)
             thread.start()
             thread.join()
     assert failures == {"unit_of_work": 1, "plain loop": 5}

@@ -4,17 +4,39 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 import pytest
 from django.db import connections
 
+from django_thread import unit_of_work
 from tests.testapp.models import Note
 
 
 def query() -> int:
     """One small ORM query on the default database."""
     return Note.objects.count()
+
+
+def failed_passes(passes: int, *, each_a_unit: bool, pause: float = 0.0) -> int:
+    """Run a loop of *passes* small queries in the calling thread; how many failed.
+
+    *each_a_unit*: each pass inside ``with unit_of_work():``, as the docs advise a
+    long-running loop; otherwise a plain loop. *pause*: idle time after each pass.
+    """
+    failed = 0
+    for _ in range(passes):
+        try:
+            if each_a_unit:
+                with unit_of_work():
+                    query()
+            else:
+                query()
+        except Exception:
+            failed += 1
+        time.sleep(pause)  # idle, like a poller with nothing to do
+    return failed
 
 
 def session_id(alias: str = "default") -> int | None:
