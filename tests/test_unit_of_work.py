@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 
-from django_thread import unit_of_work
-from tests.conftest import settle
+from django_thread import _connections, unit_of_work
+from tests.conftest import requires_server, settle
 from tests.server import ServerProbe
 from tests.testapp.models import Note
-from tests.work import query
+from tests.work import query, session_id
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -94,3 +96,40 @@ def test_exceptions_pass_through_and_still_clean_up(conn_settings: Any) -> None:
         fail()
     assert raw is not None
     assert connection.connection is None
+
+
+@pytest.mark.parametrize("age", ["none", "young", "expired"])
+@pytest.mark.parametrize("errors", ["none", "usable", "dead"])
+def test_tidying_a_connection_decides_as_djangos_own_method(
+    conn_settings: Any, probe: ServerProbe, errors: str, age: str
+) -> None:
+    # Our per-unit tidying skips Django's close_if_unusable_or_obsolete() when it
+    # would only arm the health check. State by state (an error or not, on a
+    # connection that still works or whose session was killed; CONN_MAX_AGE not set,
+    # not reached or passed), both must leave the connection exactly the same.
+    if errors == "dead":
+        requires_server(probe)
+    conn_settings(max_age=None, health_checks=True)
+    close_at = {"none": None, "young": 60.0, "expired": -1.0}[age]
+
+    def outcome(tidy: Callable[[Any], object]) -> tuple[bool, bool, bool]:
+        conn = connections["default"]
+        query()
+        if errors == "dead":
+            killed = session_id()
+            assert killed is not None
+            probe.kill(killed)
+            assert probe.drained(5.0, [killed]) == 0
+        conn.errors_occurred = errors != "none"
+        conn.close_at = None if close_at is None else time.monotonic() + close_at
+        conn.health_check_done = True  # type: ignore[attr-defined]
+        tidy(conn)
+        seen = (conn.connection is None, conn.health_check_done, conn.errors_occurred)  # type: ignore[attr-defined]
+        conn.close()
+        return seen
+
+    djangos = outcome(lambda conn: conn.close_if_unusable_or_obsolete())
+    ours = outcome(_connections._close_if_unusable_or_obsolete)
+    assert ours == djangos
+    closed = errors == "dead" or age == "expired"
+    assert djangos[0] is closed  # the states differ: the comparison means something
