@@ -341,3 +341,24 @@ def test_connecting_per_unit_is_pointed_out_once(
             with ThreadPoolExecutor(1) as pool:
                 assert [pool.submit(query).result() for _ in range(3)] == [0, 0, 0]
     assert caplog.text.count("has CONN_MAX_AGE = 0, so every unit of work") == advised
+
+
+@QUEUED
+def test_a_connection_django_no_longer_lists_is_still_tidied(
+    conn_settings: Any, queued: bool
+) -> None:
+    # A busy worker finds the connections to tidy in Django's registry; one that this
+    # thread opened and Django stopped listing (del connections[alias], settings
+    # replaced) is still the worker's to close when its unit ends.
+    conn_settings(max_age=0)
+    dropped: list[BaseDatabaseWrapper] = []
+
+    def open_and_drop() -> None:
+        query()
+        dropped.append(connections["default"])
+        del connections["default"]
+
+    with ThreadPoolExecutor(1) as pool:
+        futures = in_turn(pool, [open_and_drop, lambda: dropped[0].connection], queued=queued)
+    assert futures[0].result() is None
+    assert futures[1].result() is None  # closed as the first task ended

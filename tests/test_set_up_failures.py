@@ -18,7 +18,7 @@ import warnings
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 
 from django_thread import ThreadPoolExecutor
 from tests.conftest import settle
@@ -52,6 +52,30 @@ def test_a_session_killed_during_set_up_costs_one_task(
     assert [f.exception() is None for f in ours] == [False] + [True] * 9
     # The stdlib's worker keeps the dead connection: every task after it fails too.
     assert [f.exception() is None for f in theirs] == [False] * 10
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "other"])
+def test_a_busy_worker_with_another_connection_open_closes_the_half_set_up_one(
+    conn_settings: Any, server: ServerProbe
+) -> None:
+    # The worker already holds a connection on "other", so a busy worker goes from
+    # task to task in one step (between_units()): that step must find the half set
+    # up connection on "default" too, among the ones it tidies.
+    conn_settings(max_age=None, health_checks=True, **set_up_statement(server))
+
+    def query_other() -> int:
+        return sum(1 for _ in connections["other"].introspection.table_names())
+
+    outcomes = []
+    for executor in (ThreadPoolExecutor, concurrent.futures.ThreadPoolExecutor):
+        with executor(1) as pool:
+            pool.submit(query_other).result()
+            with set_up_killed(server) as killed:
+                futures = in_turn(pool, [query] * 4, queued=True)
+            assert len(killed) == 1
+            outcomes.append([f.exception() is None for f in futures])
+    gc.collect()  # the stdlib's worker left its connections to the collector
+    assert outcomes == [[False, True, True, True], [False, False, False, False]]
 
 
 @POLICIES
