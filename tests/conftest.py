@@ -92,6 +92,9 @@ def conn_settings(django_db_setup: None) -> Iterator[ConnSettings]:
     saved = {alias: dict(connections.settings[alias]) for alias in connections}
 
     def change(*, max_age: int | None = 0, health_checks: bool = False, **options: Any) -> None:
+        # Close what the main thread opened under the old settings first: closing it
+        # under new ones fails (a connection made outside a pool, closed as if pooled).
+        connections.close_all()
         for alias in connections:
             db = connections.settings[alias]
             db["CONN_MAX_AGE"] = max_age
