@@ -186,7 +186,7 @@ def test_long_running_loop_survives_idle_timeouts_with_unit_of_work(
     conn_settings(max_age=None, health_checks=True, **timeout.options)
     # PostgreSQL's timeout is 100 ms, MariaDB's a whole second: fewer iterations there.
     iterations = 100 if server.vendor == "postgresql" else 12
-    failures: dict[str, int] = {}
+    failures: dict[str, list[float]] = {}
 
     def loop(name: str, each_a_unit: bool) -> None:
         failures[name] = failed_passes(iterations, each_a_unit=each_a_unit, pause=timeout.pause)
@@ -200,5 +200,15 @@ def test_long_running_loop_survives_idle_timeouts_with_unit_of_work(
     for thread in threads:
         thread.join()
 
-    print(f"\nlong-running loop, {iterations} iterations: failures {failures}")
-    assert failures == {"unit_of_work": 0, "plain loop": iterations - 1}
+    took = {
+        name: f"{len(passes)} failed, longest {max(passes, default=0):.3f} s"
+        for name, passes in failures.items()
+    }
+    print(f"\nlong-running loop, {iterations} iterations: {took}")
+    assert len(failures["plain loop"]) == iterations - 1
+    # Units survive any idle time between them. What none can survive is the machine
+    # stalling inside one for longer than the server's timeout (CI's lanes share two
+    # cores; PostgreSQL's is 100 ms here): the session is dropped mid-unit. So a failed
+    # unit must have lasted that long; a policy that let the timeout through would
+    # fail passes of a few milliseconds.
+    assert [took for took in failures["unit_of_work"] if took < timeout.seconds] == []

@@ -87,7 +87,7 @@ def test_a_session_killed_during_set_up_costs_one_unit_of_work(
     for name, each_a_unit in [("unit_of_work", True), ("plain loop", False)]:
 
         def loop(name: str = name, each_a_unit: bool = each_a_unit) -> None:
-            failures[name] = failed_passes(5, each_a_unit=each_a_unit)
+            failures[name] = len(failed_passes(5, each_a_unit=each_a_unit))
 
         with set_up_killed(server):
             thread = threading.Thread(target=loop)

@@ -19,14 +19,16 @@ def query() -> int:
     return Note.objects.count()
 
 
-def failed_passes(passes: int, *, each_a_unit: bool, pause: float = 0.0) -> int:
-    """Run a loop of *passes* small queries in the calling thread; how many failed.
+def failed_passes(passes: int, *, each_a_unit: bool, pause: float = 0.0) -> list[float]:
+    """Run a loop of *passes* small queries in the calling thread; how long each failed
+    pass took, in seconds.
 
     *each_a_unit*: each pass inside ``with unit_of_work():``, as the docs advise a
     long-running loop; otherwise a plain loop. *pause*: idle time after each pass.
     """
-    failed = 0
+    failed = []
     for _ in range(passes):
+        started = time.monotonic()
         try:
             if each_a_unit:
                 with unit_of_work():
@@ -34,7 +36,7 @@ def failed_passes(passes: int, *, each_a_unit: bool, pause: float = 0.0) -> int:
             else:
                 query()
         except Exception:
-            failed += 1
+            failed.append(time.monotonic() - started)
         time.sleep(pause)  # idle, like a poller with nothing to do
     return failed
 
