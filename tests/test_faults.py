@@ -211,4 +211,4 @@ def test_long_running_loop_survives_idle_timeouts_with_unit_of_work(
     # cores; PostgreSQL's is 100 ms here): the session is dropped mid-unit. So a failed
     # unit must have lasted that long; a policy that let the timeout through would
     # fail passes of a few milliseconds.
-    assert [took for took in failures["unit_of_work"] if took < timeout.seconds] == []
+    assert [s for s in failures["unit_of_work"] if s < timeout.seconds] == []
