@@ -25,6 +25,11 @@ The rules, each a small function below:
   Our threads do it as their last step; any other thread that ran a unit of work, or
   any thread at all when the ``django_thread`` app is installed, does it as its
   thread-local state is torn down (:meth:`_ThreadExit.__del__`).
+- **A pool task is a unit,** from the worker's read of its work item to its next read
+  of the queue (:func:`end_task`, :func:`begin_task`, :func:`step_task`); the task's
+  work item is let go as its unit ends, as the stdlib's worker lets go of it.
+- **Settings are read and validated where the user calls** (:func:`read_settings`):
+  nothing of ours raises inside a stdlib worker loop.
 
 Every function acts on the *calling* thread's connections only, because
 ``django.db.connections`` is thread-local: nothing here runs in the thread that
@@ -36,6 +41,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import math
 import sys
 import threading
 import time
@@ -54,6 +60,8 @@ from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 
+from django_thread import _compat
+
 logger = logging.getLogger("django_thread")
 
 CHECKS_URL = "https://django-thread.readthedocs.io/en/latest/reference/checks.html"
@@ -65,14 +73,12 @@ class _ThreadRecord:
     __slots__ = (
         "aliases_seen",
         "close_at_exit",
-        "depth",
         "ended_at",
-        "in_pool",
         "item",
         "managed",
+        "pool",
         "requests",
         "shared",
-        "task_queue",
         "units",
         "wrappers",
     )
@@ -81,18 +87,17 @@ class _ThreadRecord:
         # id -> weak reference to each wrapper this thread connected. Weak, so that a
         # wrapper the user dropped is freed as without us (gc.collect() closes it).
         self.wrappers: dict[int, weakref.ref[BaseDatabaseWrapper]] = {}
-        self.depth = 0  # unit_of_work blocks open in this thread
-        # Per unit_of_work block: None if inner, else (callers' ids, sharing token).
+        # Per unit_of_work block open in this thread: None if inner, else (callers'
+        # ids, sharing token).
         self.units: list[tuple[set[int], SharedUnit | None] | None] = []
-        self.shared: SharedUnit | None = None  # the running pool task's, if shared
         self.requests = 0  # Django requests in progress in this thread
         self.close_at_exit = False
-        self.managed = False  # one of our threads or pool workers
-        self.in_pool = False  # a pool worker: everything it runs is inside a task
-        # The pool queue whose worker loop this thread runs, None while it drains a
-        # queue in shutdown(): only the worker loop's own reads mark unit boundaries.
-        self.task_queue: object | None = None
-        self.item: Any = None  # the pool task running now, to name it in errors
+        self.managed = False  # one of our threads or pool workers: also advised
+        # A pool worker's queue (DRAINING while a task drains a queue in shutdown()):
+        # only reads by the worker loop of that very queue mark unit boundaries.
+        self.pool: object | None = None
+        self.item: Any = None  # the running pool task's work item, until its unit ends
+        self.shared: SharedUnit | None = None  # the running pool task's, if shared
         self.aliases_seen: set[str] = set()
         # id(wrapper) -> when its last outer unit ended cleanly (HEALTH_CHECK_WINDOW).
         self.ended_at: dict[int, float] = {}
@@ -150,7 +155,7 @@ def record(*, new_thread: bool = False) -> _ThreadRecord:
         if hasattr(thread, _OURS):
             # One of our Threads, made lazily at its first connect: everything it
             # opened announced itself, except a half-way connect the end sweeps.
-            mark_managed(rec)
+            rec.managed = rec.close_at_exit = True
             setattr(thread, _OURS, rec)
         elif not new_thread:
             # Adopt what this thread opened before django_thread was imported.
@@ -165,17 +170,6 @@ def record(*, new_thread: bool = False) -> _ThreadRecord:
 # find it here as they end rather than in the thread-local, whose first use in a
 # thread costs as much again: a thread that never connects costs next to nothing.
 _OURS = "_django_thread_record"
-
-
-def manage_this_thread(thread: threading.Thread) -> None:
-    """Mark *thread*, the calling thread, as one of ours, without making its record."""
-    setattr(thread, _OURS, None)
-
-
-def thread_record(thread: threading.Thread) -> _ThreadRecord | None:
-    """The record of *thread*, one of ours, if it has made one."""
-    rec: _ThreadRecord | None = getattr(thread, _OURS, None)
-    return rec
 
 
 def current_record() -> _ThreadRecord | None:
@@ -250,12 +244,6 @@ def _advise_on_reconnects(rec: _ThreadRecord, connection: BaseDatabaseWrapper) -
     )
 
 
-def mark_managed(rec: _ThreadRecord) -> None:
-    """Note that the calling thread is one of ours: it closes everything as it ends."""
-    rec.managed = True
-    rec.close_at_exit = True
-
-
 # --- units of work -------------------------------------------------------------------
 
 
@@ -272,10 +260,10 @@ def in_transaction(conn: BaseDatabaseWrapper) -> bool:
 
 def is_inner(rec: _ThreadRecord) -> bool:
     """Whether a unit entered now sits inside another one, and so changes nothing."""
-    return bool(rec.depth or rec.requests or rec.in_pool)
+    return bool(rec.units or rec.requests or rec.pool is not None)
 
 
-_CHECKED = "health_check_done"  # not in django-stubs
+_CHECKED = _compat.HEALTH_CHECK_DONE
 
 
 def begin_unit(rec: _ThreadRecord) -> set[int]:
@@ -285,7 +273,7 @@ def begin_unit(rec: _ThreadRecord) -> set[int]:
     transaction someone else opened: the unit's end must leave them alone too.
     """
     callers: set[int] = set()
-    window = health_check_window()
+    window = window_in_worker()
     for conn in rec.connected():
         if in_transaction(conn) or conn.allow_thread_sharing:
             callers.add(id(conn))  # someone else's transaction, or connection
@@ -311,7 +299,7 @@ def end_unit(
     *describe* names the unit, for the error about a transaction it left open.
     """
     close_half_open(rec)
-    window = health_check_window()
+    window = window_in_worker()
     for conn in rec.connected():
         if id(conn) in callers or conn.allow_thread_sharing:
             continue
@@ -359,7 +347,7 @@ def between_units(rec: _ThreadRecord, describe: Callable[[], str]) -> None:
     and calls as little as it can: under load, with the caches cold from the task,
     each Python call here costs a microsecond or more.
     """
-    window = _window if _window != _UNREAD else health_check_window()
+    window = window_in_worker()
     known = rec.wrappers
     seen = 0
     unannounced = closed = False
@@ -427,7 +415,7 @@ def check_pooled_connection(raw: Any) -> None:
     """
     from psycopg_pool import ConnectionPool  # noqa: PLC0415 - only with the pool
 
-    window = health_check_window()
+    window = window_in_worker()
     if window:
         with _returned_lock:
             returned = _returned_at.pop(raw, None)
@@ -438,30 +426,69 @@ def check_pooled_connection(raw: Any) -> None:
 
 # --- settings ----------------------------------------------------------------------
 
+#: Every key of the ``DJANGO_THREAD`` setting, with its default.
+SETTINGS_DEFAULTS: dict[str, Any] = {"HEALTH_CHECK_WINDOW": 0}
+
 _UNREAD = -1.0
-_window = _UNREAD  # HEALTH_CHECK_WINDOW, read once, read again when settings change
+_window = _UNREAD  # HEALTH_CHECK_WINDOW, validated once, read again when settings change
 
 
-def health_check_window() -> float:
-    """``DJANGO_THREAD["HEALTH_CHECK_WINDOW"]`` in seconds; 0 means Django's behaviour."""
-    global _window  # noqa: PLW0603 - a cache, reset by setting_changed
-    if _window == _UNREAD:
-        value = (getattr(settings, "DJANGO_THREAD", None) or {}).get("HEALTH_CHECK_WINDOW", 0)
-        problem = window_problem(value)
-        if problem:
-            raise ImproperlyConfigured(problem)
-        _window = float(value)
-    return _window
+def settings_problems(value: object) -> list[str]:
+    """What is wrong with a ``DJANGO_THREAD`` setting; empty when nothing is."""
+    if not isinstance(value, dict):
+        return [f"DJANGO_THREAD must be a dict, not {type(value).__name__}."]
+    problems = [
+        f"DJANGO_THREAD has no key {key!r}; the keys are: {', '.join(SETTINGS_DEFAULTS)}."
+        for key in value
+        if key not in SETTINGS_DEFAULTS
+    ]
+    problem = window_problem(value.get("HEALTH_CHECK_WINDOW", 0))
+    return [*problems, problem] if problem else problems
 
 
 def window_problem(value: object) -> str | None:
     """What is wrong with a HEALTH_CHECK_WINDOW value, or None."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 <= value < math.inf  # NaN fails too
+    ):
         return (
             'DJANGO_THREAD["HEALTH_CHECK_WINDOW"] must be a number of seconds, 0 or '
             f"more (0 turns it off), not {value!r}."
         )
     return None
+
+
+def read_settings() -> float:
+    """Validate ``DJANGO_THREAD`` and return the health-check window in seconds.
+
+    Called where the user calls (a pool's construction, ``Thread.start()``,
+    ``unit_of_work``'s entry), so that a bad value is an error there; cheap once read.
+    """
+    global _window  # noqa: PLW0603 - a cache, reset by setting_changed
+    if _window == _UNREAD:
+        value = getattr(settings, "DJANGO_THREAD", None)
+        problems = settings_problems({} if value is None else value)
+        if problems:
+            raise ImproperlyConfigured(" ".join(problems))
+        _window = float(cast("dict[str, Any]", value or {}).get("HEALTH_CHECK_WINDOW", 0))
+    return _window
+
+
+def window_in_worker() -> float:
+    """The window as a worker reads it between two tasks: never raises.
+
+    A setting that turned bad after the pool was made was reported to whoever made
+    it bad (the system check, the next pool or unit): the worker carries on without
+    the window, which is Django's own behaviour.
+    """
+    if _window != _UNREAD:
+        return _window
+    try:
+        return read_settings()
+    except ImproperlyConfigured:
+        return 0.0
 
 
 def _settings_changed(setting: str, **kwargs: Any) -> None:
@@ -528,17 +555,8 @@ def _drop_left_open(conn: BaseDatabaseWrapper, what: str) -> None:
         what,
         conn.alias,
     )
-    # Forget the abandoned atomic() blocks so that close() really closes (inside
-    # atomic() Django only marks the connection) and the next connect() starts clean.
-    conn.in_atomic_block = False
-    conn.atomic_blocks = []
-    conn.savepoint_ids = []
-    conn.needs_rollback = False
-    conn.closed_in_transaction = False
-    try:
-        conn.close()  # the server rolls back what the session had not committed
-    except Exception:
-        logger.exception("django_thread: closing database connection %r failed", conn.alias)
+    _compat.forget_atomic_blocks(conn)
+    _close(conn)  # the server rolls back what the session had not committed
 
 
 def close_thread_connections(rec: _ThreadRecord | None, *, sweep: bool = False) -> None:
@@ -560,7 +578,7 @@ def close_thread_connections(rec: _ThreadRecord | None, *, sweep: bool = False) 
     for conn in rec.connected() if rec is not None else []:
         # Shared with other threads (LiveServerThread, share_connections()), or not
         # this thread's at all: the owner closes it.
-        if conn.allow_thread_sharing or getattr(conn, "_thread_ident", ident) != ident:
+        if conn.allow_thread_sharing or _compat.owner_ident(conn) not in (ident, None):
             continue
         if in_transaction(conn):
             _drop_left_open(conn, "a thread")
@@ -596,36 +614,145 @@ def close_half_open(rec: _ThreadRecord | None) -> None:
     for conn in registered_wrappers():
         if getattr(conn, "connection", None) is None or id(conn) in known:
             continue  # not connected, or announced: tidied as usual
-        if conn.allow_thread_sharing or conn._thread_ident != threading.get_ident():
+        if conn.allow_thread_sharing or _compat.owner_ident(conn) != threading.get_ident():
             continue  # lent to this thread (share_connections(), LiveServerThread)
         _close(conn)
 
 
-# Django's registry of wrappers, per thread: asgiref's Local, which for connections
-# (thread critical) keeps them in a plain threading.local, made with the handler as
-# django.db is imported.
-_registry: threading.local | None = getattr(
-    getattr(connections, "_connections", None), "_storage", None
-)
-if type(_registry) is not threading.local:  # pragma: no cover - the canary fails first
-    _registry = None
+_registry = _compat.registry()
 
 
 def registered_wrappers() -> Iterable[Any]:
     """Django's wrappers in the calling thread: ``connections.all(initialized_only=True)``.
 
-    Read on every unit's end, so read directly: that call asks asgiref's ``Local`` about
-    every alias, and each alias the thread never used costs two raised and caught
-    exceptions, about 2 µs an alias. The ``Local`` Django keeps connections in (thread
-    critical) stores them, outside an event loop, in a plain ``threading.local``, one
-    attribute per alias used: its values, when it is one (asgiref 3.8 to 3.13 at
-    least; a test checks the two listings agree), else Django's answer. In a thread
-    that has run an event loop, asgiref's context store is among the values too: not a
-    wrapper, and without a ``connection``.
+    Read at every unit's end, so read from the registry itself: Django's call asks
+    about every alias, and pays two caught exceptions for each one the thread never
+    used. Among the values may be asgiref's context store, which has no ``connection``.
     """
     if _registry is None:  # pragma: no cover - the canary fails first
         return connections.all(initialized_only=True)
     return vars(_registry).values()
+
+
+# --- the life of our threads and pool workers -------------------------------------
+
+# rec.pool of a worker whose task drains a queue in shutdown(cancel_futures=True): still
+# inside its task, but those reads are not its worker loop's.
+DRAINING = object()
+
+
+def thread_begins(thread: threading.Thread) -> SharedUnit | None:
+    """One of our Threads starts its ``run()``, in its own thread.
+
+    Its record is made at its first connect, so a thread that never connects costs
+    next to nothing; under a test's ``share_connections()`` its ``run()`` is a unit.
+    """
+    setattr(thread, _OURS, None)
+    return begin_shared(lambda: f"thread {thread.name!r}")
+
+
+def thread_ends(thread: threading.Thread, shared: SharedUnit | None) -> None:
+    """One of our Threads' ``run()`` returned or raised: close everything it opened."""
+    end_shared(shared)
+    close_thread_connections(getattr(thread, _OURS, None), sweep=True)
+
+
+def worker_begins(pool: object) -> _ThreadRecord:
+    """The calling thread is a new worker of *pool*, whose queue marks its units."""
+    rec = record(new_thread=True)
+    rec.managed = rec.close_at_exit = True
+    rec.pool = pool
+    return rec
+
+
+def begin_task(rec: _ThreadRecord, item: Any) -> None:
+    """A worker took *item* from its queue: the task's unit begins; None: it exits.
+
+    Never raises into the stdlib's worker loop: what keeps the task from starting
+    becomes the task's own error, reported by its future.
+    """
+    if item is None:
+        _guarded(close_thread_connections, rec, sweep=True)
+        return
+    try:
+        begin_task_or_raise(rec, item)
+    except Exception as exc:
+        _compat.make_work_item_raise(item, exc)
+
+
+def end_task(rec: _ThreadRecord) -> None:
+    """The worker's task is over: tidy after it, and let go of its work item.
+
+    Letting go here, before the worker waits for more, frees the task's function,
+    arguments and future as the stdlib's own worker does (GH-60488).
+    """
+    if rec.wrappers or rec.shared is not None:
+        shared, rec.shared = rec.shared, None
+        _guarded(_end, rec, shared)
+    elif _registry is None or vars(_registry):  # the thread has used Django's connections
+        _guarded(close_half_open, rec)  # a connect of its may have failed half-way
+    rec.item = None
+
+
+def step_task(rec: _ThreadRecord, item: Any) -> None:
+    """A busy worker goes from its task straight to *item*: one pass, not two."""
+    if rec.wrappers and item is not None and rec.shared is None and not sharing:
+        _guarded(between_units, rec, functools.partial(_describe, rec.item))
+        rec.item = item
+    else:
+        end_task(rec)
+        begin_task(rec, item)
+
+
+def next_unit(task: Callable[..., object], *, first: bool) -> None:
+    """In a pool task that runs several tasks in turn, *task*'s unit begins here.
+
+    ``django_thread.tasks`` runs its own queue this way. *first*: the pool task's own
+    unit has just begun, so it is only named after *task* (and shared anew under a
+    test's ``share_connections()``). Raises what keeps *task* from starting.
+    """
+    rec = current_record()
+    if rec is None or rec.pool is None or rec.pool is DRAINING:
+        return  # not run by a worker loop of ours
+    if not first and rec.wrappers and rec.shared is None and not sharing:
+        step_task(rec, task)
+        return
+    if first:
+        shared, rec.shared = rec.shared, None
+        end_shared(shared)
+    else:
+        end_task(rec)
+    begin_task_or_raise(rec, task, tidy=not first)
+
+
+def begin_task_or_raise(rec: _ThreadRecord, what: Any, *, tidy: bool = True) -> None:
+    """Begin the unit of *what*; raises if it gets no turn on a test's connection."""
+    rec.item = what
+    if tidy and rec.wrappers:
+        begin_unit(rec)
+    if sharing:  # a test's share_connections(): decided per task, not per worker
+        rec.shared = sharing[0].begin(functools.partial(_describe, what))
+
+
+def _end(rec: _ThreadRecord, shared: SharedUnit | None) -> None:
+    end_shared(shared)
+    end_unit(rec, functools.partial(_describe, rec.item))
+
+
+def _guarded(step: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+    # Our code must never raise into the stdlib's worker loop: the worker would die,
+    # and the futures queued behind it would never resolve.
+    try:
+        step(*args, **kwargs)
+    except Exception:
+        logger.exception("django_thread: tidying a pool worker's connections failed")
+
+
+def _describe(item: Any) -> str:
+    """Name a pool task (a work item, the initializer, a django.tasks function)."""
+    fn = _compat.work_item_function(item)
+    name = getattr(fn, "__qualname__", None)
+    return f"task {getattr(fn, '__module__', '?')}.{name}()" if name else f"task {fn!r}"
 
 
 # --- sharing a test's connections (django_thread.testing) -------------------------
@@ -675,14 +802,14 @@ class UnitOfWork(ContextDecorator):
         self.name = name
 
     def __enter__(self) -> None:
+        read_settings()  # a bad setting is an error here, before anything is counted
         rec = record()
         rec.close_at_exit = True  # whoever made this thread, it closes what it opened
         unit = None
         if not is_inner(rec):
             close_half_open(rec)  # left by this thread's code before the unit
-            callers = begin_unit(rec)  # may raise: before anything is counted
+            callers = begin_unit(rec)
             unit = (callers, begin_shared(lambda: self.name or "a unit_of_work block"))
-        rec.depth += 1
         rec.units.append(unit)
 
     def __exit__(
@@ -692,7 +819,6 @@ class UnitOfWork(ContextDecorator):
         traceback: TracebackType | None,
     ) -> None:
         rec = record()
-        rec.depth -= 1
         unit = rec.units.pop()
         if unit is not None:  # the outer unit: tidy, as a request's end does
             callers, shared = unit

@@ -3,13 +3,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from django_thread._connections import (
-    begin_shared,
-    close_thread_connections,
-    end_shared,
-    manage_this_thread,
-    thread_record,
-)
+from django_thread._connections import read_settings, thread_begins, thread_ends
 
 _NOTHING = object()
 
@@ -54,6 +48,7 @@ class Thread(threading.Thread):
         if not fresh:  # already started: the stdlib raises its own RuntimeError
             super().start()
             return
+        read_settings()  # a bad DJANGO_THREAD is an error here, not in the thread
 
         # There is no public hook around run() in the new thread. The stdlib's
         # bootstrap looks self.run up when the thread begins, so an instance
@@ -102,14 +97,10 @@ class _RunAsUnit:
             self.run()
             return
         # Nothing to do before run(): a thread that has just started has no connection
-        # to tidy or query log to reset. Its record is made when it first connects: a
-        # thread that never does costs next to nothing.
-        manage_this_thread(thread)
-        shared = begin_shared(lambda: f"thread {thread.name!r}")  # under a test's sharing
+        # to tidy or query log to reset.
+        shared = thread_begins(thread)
         try:
             self.run()
         finally:
-            end_shared(shared)
-            # sweep: also a connection whose set-up failed half-way (no signal).
-            close_thread_connections(thread_record(thread), sweep=True)
+            thread_ends(thread, shared)
             thread._restore_run(self, self.own_run)

@@ -18,7 +18,7 @@ from django.apps import apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 
-from django_thread._connections import CHECKS_URL, window_problem
+from django_thread._connections import CHECKS_URL, settings_problems
 
 TAG = "django_thread"
 
@@ -28,20 +28,22 @@ def check_database_settings(**kwargs: Any) -> list[CheckMessage]:
     """The checks, while the app is installed (a registration outlives the app)."""
     if not apps.is_installed("django_thread"):
         return []
-    options = getattr(settings, "DJANGO_THREAD", None) or {}
-    return settings_messages(options) + database_messages(settings.DATABASES)
+    options = getattr(settings, "DJANGO_THREAD", None)
+    return settings_messages({} if options is None else options) + database_messages(
+        settings.DATABASES
+    )
 
 
-def settings_messages(options: dict[str, Any]) -> list[CheckMessage]:
-    """E001: the ``DJANGO_THREAD`` setting itself."""
-    problem = window_problem(options.get("HEALTH_CHECK_WINDOW", 0))
-    if problem is None:
+def settings_messages(options: object) -> list[CheckMessage]:
+    """E001: the ``DJANGO_THREAD`` setting itself (its type, its keys, its values)."""
+    problems = settings_problems(options)
+    if not problems:
         return []
     return [
         Error(
-            problem,
+            " ".join(problems),
             hint=f"See {CHECKS_URL}#django-thread-e001",
-            obj='DJANGO_THREAD["HEALTH_CHECK_WINDOW"]',
+            obj="DJANGO_THREAD",
             id="django_thread.E001",
         )
     ]

@@ -56,7 +56,7 @@ from django.utils.crypto import get_random_string
 from django.utils.json import normalize_json
 
 from django_thread import ThreadPoolExecutor
-from django_thread._executor import next_unit
+from django_thread._connections import next_unit
 
 if TYPE_CHECKING:
     AnyResult: TypeAlias = TaskResult[..., Any]
@@ -132,7 +132,7 @@ class _Pool:
     submitted to the executor, and each runs whichever ready task has the highest
     priority, one after the other, until none is left: the executor's FIFO never decides
     the order, and a busy pool costs no future, work item or wake-up per task. Each task
-    is still a unit of work of its own (:func:`~django_thread._executor.next_unit`).
+    is still a unit of work of its own (:func:`~django_thread._connections.next_unit`).
     """
 
     def __init__(

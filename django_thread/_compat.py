@@ -1,0 +1,105 @@
+"""Every private detail of Python, Django and asgiref that django_thread relies on.
+
+Nothing else in the package reaches past a public API. Each detail below has a canary
+in tests/test_compat.py that fails, naming the detail, on the first Python, Django or
+asgiref that changes it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+# --- concurrent.futures.thread ---------------------------------------------------------
+
+# The executor's work queue: made in __init__, first read by the first submit(). Its
+# worker loop reads it in the worker thread only, once per task, and exits on None.
+WORK_QUEUE = "_work_queue"
+
+
+def max_workers(executor: concurrent.futures.ThreadPoolExecutor) -> int:
+    """The executor's own reading of *max_workers* (None gives the stdlib's default)."""
+    count: int = executor._max_workers
+    return count
+
+
+def work_item_function(item: Any) -> Any:
+    """The function a work item runs: ``.fn`` up to 3.13, ``.task[0]`` from 3.14.
+
+    Anything else (the initializer, a django.tasks function) is its own function.
+    """
+    fn = getattr(item, "fn", None)
+    return getattr(item, "task", (item,))[0] if fn is None else fn
+
+
+def make_work_item_raise(item: Any, exc: BaseException) -> None:
+    """Turn a work item into one that raises *exc*, so that its future reports it."""
+
+    def fail() -> None:
+        raise exc
+
+    if hasattr(item, "fn"):
+        item.fn, item.args, item.kwargs = fail, (), {}
+    else:
+        item.task = (fail, (), {})
+
+
+# threading's exit hooks run before atexit's, last registered first: the stdlib's
+# pool joins its workers from one, so a hook that must run before it registers here.
+def _atexit(func: Callable[[], None]) -> None:  # pragma: no cover - every CPython has it
+    atexit.register(func)
+
+
+register_before_pools_join: Callable[[Callable[[], None]], None] = getattr(
+    threading, "_register_atexit", _atexit
+)
+
+# --- Django's connections ----------------------------------------------------------------
+
+
+def registry() -> threading.local | None:
+    """Django's per-thread registry of wrappers, when it is a plain ``threading.local``.
+
+    asgiref's ``Local`` keeps thread-critical values (Django's connections) there, one
+    attribute per alias used; None means read ``connections.all()`` instead.
+    """
+    storage = getattr(getattr(connections, "_connections", None), "_storage", None)
+    return storage if type(storage) is threading.local else None
+
+
+def owner_ident(conn: BaseDatabaseWrapper) -> int | None:
+    """The ident of the thread that made *conn* (Django's ``_thread_ident``)."""
+    ident: int | None = getattr(conn, "_thread_ident", None)
+    return ident
+
+
+# Django's flag for "no ping before the next query" (CONN_HEALTH_CHECKS), not typed in
+# django-stubs.
+HEALTH_CHECK_DONE = "health_check_done"
+
+
+def forget_atomic_blocks(conn: BaseDatabaseWrapper) -> None:
+    """Forget abandoned ``atomic()`` blocks, so that ``close()`` really closes.
+
+    Inside ``atomic()`` Django only marks the connection to be closed; the next
+    ``connect()`` then starts clean too.
+    """
+    conn.in_atomic_block = False
+    conn.atomic_blocks = []
+    conn.savepoint_ids = []
+    conn.needs_rollback = False
+    conn.closed_in_transaction = False
+
+
+# --- django.tasks ---------------------------------------------------------------------
+
+
+def set_return_value(result: Any, value: Any) -> None:
+    """Store a task's return value on its (frozen) ``TaskResult``, as Django's backends do."""
+    object.__setattr__(result, "_return_value", value)

@@ -1,0 +1,148 @@
+"""Canaries: one per private detail listed in django_thread/_compat.py.
+
+Each fails, naming the detail, on the first Python, Django or asgiref that changes it.
+(The worker loop's reads of the queue have their own canary in test_parity.py, and
+the registry's listing in test_thread.py.)
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import queue
+import subprocess
+import sys
+import threading
+import weakref
+from typing import Any
+
+import django
+import pytest
+from django.db import connection, connections, transaction
+
+from django_thread import _compat
+from tests.work import query
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_the_stdlib_pool_keeps_its_work_queue_where_we_swap_it() -> None:
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=3)
+    try:
+        assert isinstance(getattr(pool, _compat.WORK_QUEUE, None), queue.SimpleQueue), (
+            f"ThreadPoolExecutor.{_compat.WORK_QUEUE} is gone or no longer a SimpleQueue: "
+            "django_thread.ThreadPoolExecutor swaps it to see unit boundaries"
+        )
+        assert _compat.max_workers(pool) == 3, "ThreadPoolExecutor._max_workers changed"
+    finally:
+        pool.shutdown()
+
+
+def test_a_work_item_names_its_function_and_can_be_made_to_raise() -> None:
+    seen: list[Any] = []
+    gate = threading.Event()
+
+    class Queue(queue.SimpleQueue[Any]):
+        def get(self, block: bool = True, timeout: float | None = None) -> Any:
+            item = super().get(block, timeout)
+            if item is not None and not seen:
+                seen.append(_compat.work_item_function(item))
+                _compat.make_work_item_raise(item, LookupError("made to raise"))
+            return item
+
+        def get_nowait(self) -> Any:
+            raise queue.Empty
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    setattr(pool, _compat.WORK_QUEUE, Queue())
+    try:
+        future = pool.submit(gate.set)
+        with pytest.raises(LookupError, match="made to raise"):
+            future.result(timeout=5)
+    finally:
+        pool.shutdown()
+    assert seen == [gate.set], "work items no longer carry .fn (3.11-3.13) or .task (3.14+)"
+    assert not gate.is_set()
+
+
+def test_threadings_exit_hooks_run_before_the_pools_join_their_workers() -> None:
+    # A hook registered after the pool module must run while a task still runs: the
+    # stdlib's pool joins its workers from its own hook, registered at its import.
+    code = """
+import concurrent.futures, threading, time
+from django_thread import _compat
+pool = concurrent.futures.ThreadPoolExecutor(1)
+pool.submit(time.sleep, 0.5)
+_compat.register_before_pools_join(lambda: print("hook ran, task running:", bool(pool._threads)))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert "hook ran, task running: True" in out.stdout, (
+        "threading._register_atexit no longer runs before the pools' exit hook: " + out.stderr
+    )
+
+
+def test_djangos_registry_is_a_threading_local() -> None:
+    assert _compat.registry() is not None, (
+        "connections._connections._storage is no longer a threading.local: "
+        "registered_wrappers() falls back to connections.all(), slower per unit"
+    )
+
+
+def test_a_wrapper_knows_its_owner_thread() -> None:
+    query()
+    assert _compat.owner_ident(connection) == threading.get_ident(), (
+        "BaseDatabaseWrapper._thread_ident is gone: connections lent to this thread "
+        "(share_connections(), LiveServerThread) would be closed as if its own"
+    )
+
+
+def test_djangos_health_check_flag_is_where_we_set_it(conn_settings: Any) -> None:
+    conn_settings(max_age=None, health_checks=True)
+    query()
+    conn = connections["default"]
+    assert isinstance(getattr(conn, _compat.HEALTH_CHECK_DONE, None), bool), (
+        "BaseDatabaseWrapper.health_check_done is gone: the health-check window has no effect"
+    )
+    conn.close_if_unusable_or_obsolete()
+    assert getattr(conn, _compat.HEALTH_CHECK_DONE) is False
+
+
+def test_forgetting_atomic_blocks_lets_close_really_close() -> None:
+    conn = connections["default"]
+    atomic = transaction.atomic()
+    atomic.__enter__()
+    query()
+    for name in ("atomic_blocks", "savepoint_ids", "needs_rollback", "closed_in_transaction"):
+        assert hasattr(conn, name), f"BaseDatabaseWrapper.{name} is gone"
+    _compat.forget_atomic_blocks(conn)
+    conn.close()
+    assert conn.connection is None, "close() inside a forgotten atomic() left it open"
+    assert not conn.in_atomic_block
+
+
+@pytest.mark.skipif(django.VERSION < (6, 0), reason="django.tasks is Django 6.0+")
+def test_a_task_result_stores_its_return_value_where_we_put_it() -> None:
+    from django.tasks.base import TaskResult, TaskResultStatus  # noqa: PLC0415
+
+    result = object.__new__(TaskResult)
+    object.__setattr__(result, "status", TaskResultStatus.SUCCESSFUL)
+    _compat.set_return_value(result, [1])
+    assert result.return_value == [1], "TaskResult._return_value is no longer read"
+
+
+def test_our_pool_drops_its_work_items_as_the_stdlib_does() -> None:
+    # The stdlib's worker deletes each work item after running it (GH-60488); ours
+    # lets go of its copy as the unit ends (tests/test_references.py says why).
+    from django_thread import ThreadPoolExecutor  # noqa: PLC0415
+
+    class Arg:
+        pass
+
+    freed = threading.Event()
+    arg = Arg()
+    _ref = weakref.ref(arg, lambda _: freed.set())
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(id, arg).result()
+        del arg
+        assert freed.wait(5)
