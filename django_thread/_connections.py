@@ -334,18 +334,10 @@ def _tidy_after_unit(
 def between_units(rec: _ThreadRecord, describe: Callable[[], str]) -> None:
     """End one outer unit and begin the next, when nothing can run in between.
 
-    A busy pool worker goes straight from one task to the next. end_unit() then
-    begin_unit() would call close_if_unusable_or_obsolete() twice on each connection,
-    microseconds apart, with nothing using the connection in between: the second call
-    finds what the first left, and only re-arms the health check. So this makes the
-    first call, then leaves each connection as the second would have: its query log
-    cleared, and its health check armed, or skipped within the window when the unit
-    that just ended made no error. *describe* names the unit that ended.
-
-    It runs once per task, so it makes one pass over Django's registry, which lists
-    both the connections the thread announced and any whose set-up failed half-way,
-    and calls as little as it can: under load, with the caches cold from the task,
-    each Python call here costs a microsecond or more.
+    end_unit() then begin_unit() would tidy each connection twice with nothing in
+    between; this tidies once and leaves each as the second pass would have (query
+    log cleared, health check armed or skipped within the window). One pass over
+    Django's registry finds half-way connects too. *describe* names the unit that ended.
     """
     window = window_in_worker()
     known = rec.wrappers
@@ -520,16 +512,10 @@ _DJANGOS_CLOSE_IF = BaseDatabaseWrapper.close_if_unusable_or_obsolete
 
 
 def _only_arms_the_check(conn: BaseDatabaseWrapper) -> bool:
-    """Whether tidying *conn* comes down to arming its health check: the common case.
+    """Whether Django's close_if_unusable_or_obsolete() would only arm the health check.
 
-    That is when Django's close_if_unusable_or_obsolete() has nothing else to do: no
-    error since the last query, CONN_MAX_AGE not passed, autocommit as set, and the
-    backend does not override the method. Then the method is not called: it would
-    take four calls and a caught exception (async_unsafe) to arm the check, about
-    7 µs per task for a busy worker whose caches are cold from its task, where this
-    test takes 1. The connection must also be the thread's own and outside
-    ``atomic()``, which callers need to know anyway. tests/test_unit_of_work.py checks
-    that tidying leaves a connection as Django's method does, state by state.
+    Then it is not called (its cost is on the benchmarks page). tests/test_unit_of_work.py
+    checks that tidying leaves a connection as Django's method does, state by state.
     """
     return not (
         conn.errors_occurred
