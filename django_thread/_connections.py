@@ -25,9 +25,10 @@ The rules, each a small function below:
   Our threads do it as their last step; any other thread that ran a unit of work, or
   any thread at all when the ``django_thread`` app is installed, does it as its
   thread-local state is torn down (:meth:`_ThreadExit.__del__`).
-- **A pool task is a unit,** from the worker's read of its work item to its next read
-  of the queue (:func:`end_task`, :func:`begin_task`, :func:`step_task`); the task's
-  work item is let go as its unit ends, as the stdlib's worker lets go of it.
+- **One lifecycle for every unit** (:func:`begin`, :func:`end`, :func:`step`,
+  :func:`exit_thread`): a pool task runs from the worker's read of its work item to its next
+  read of the queue, and what named the unit (the work item, with the task's function,
+  arguments and future) is let go as it ends, as the stdlib's worker lets go of it.
 - **Settings are read and validated where the user calls** (:func:`read_settings`):
   nothing of ours raises inside a stdlib worker loop.
 
@@ -67,18 +68,24 @@ logger = logging.getLogger("django_thread")
 CHECKS_URL = "https://django-thread.readthedocs.io/en/latest/reference/checks.html"
 
 
+# --- each thread's record ----------------------------------------------------------
+
+_NO_CALLERS: AbstractSet[int] = frozenset()
+
+
 class _ThreadRecord:
     """Everything django_thread knows about one thread, kept in a thread-local."""
 
     __slots__ = (
         "aliases_seen",
+        "callers",
         "close_at_exit",
         "ended_at",
-        "item",
         "managed",
         "pool",
         "requests",
         "shared",
+        "unit",
         "units",
         "wrappers",
     )
@@ -87,17 +94,20 @@ class _ThreadRecord:
         # id -> weak reference to each wrapper this thread connected. Weak, so that a
         # wrapper the user dropped is freed as without us (gc.collect() closes it).
         self.wrappers: dict[int, weakref.ref[BaseDatabaseWrapper]] = {}
-        # Per unit_of_work block open in this thread: None if inner, else (callers'
-        # ids, sharing token).
-        self.units: list[tuple[set[int], SharedUnit | None] | None] = []
+        # The outer unit running in this thread (None: none is), as begin() was told
+        # to name it: a pool task's work item, a function, a name or a frame. Let go
+        # of as the unit ends, which frees a task's function, arguments and future.
+        self.unit: Any = None
+        # Ids of the connections inside a transaction the unit's caller opened.
+        self.callers: AbstractSet[int] = _NO_CALLERS
+        self.shared: SharedUnit | None = None  # a test's connection lent to the unit
+        self.units: list[bool] = []  # per unit_of_work block open: whether it is outer
         self.requests = 0  # Django requests in progress in this thread
         self.close_at_exit = False
         self.managed = False  # one of our threads or pool workers: also advised
         # A pool worker's queue (DRAINING while a task drains a queue in shutdown()):
         # only reads by the worker loop of that very queue mark unit boundaries.
         self.pool: object | None = None
-        self.item: Any = None  # the running pool task's work item, until its unit ends
-        self.shared: SharedUnit | None = None  # the running pool task's, if shared
         self.aliases_seen: set[str] = set()
         # id(wrapper) -> when its last outer unit ended cleanly (HEALTH_CHECK_WINDOW).
         self.ended_at: dict[int, float] = {}
@@ -177,6 +187,329 @@ def current_record() -> _ThreadRecord | None:
     return getattr(_local, "record", None)
 
 
+# --- settings ----------------------------------------------------------------------
+
+#: Every key of the ``DJANGO_THREAD`` setting, with its default.
+SETTINGS_DEFAULTS: dict[str, Any] = {"HEALTH_CHECK_WINDOW": 0}
+
+_UNREAD = -1.0
+_window = _UNREAD  # HEALTH_CHECK_WINDOW, validated once, read again when settings change
+
+
+def settings_problems(value: object) -> list[str]:
+    """What is wrong with a ``DJANGO_THREAD`` setting; empty when nothing is."""
+    if not isinstance(value, dict):
+        return [f"DJANGO_THREAD must be a dict, not {type(value).__name__}."]
+    problems = [
+        f"DJANGO_THREAD has no key {key!r}; the keys are: {', '.join(SETTINGS_DEFAULTS)}."
+        for key in value
+        if key not in SETTINGS_DEFAULTS
+    ]
+    problem = window_problem(value.get("HEALTH_CHECK_WINDOW", 0))
+    return [*problems, problem] if problem else problems
+
+
+def window_problem(value: object) -> str | None:
+    """What is wrong with a HEALTH_CHECK_WINDOW value, or None."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 <= value < math.inf  # NaN fails too
+    ):
+        return (
+            'DJANGO_THREAD["HEALTH_CHECK_WINDOW"] must be a number of seconds, 0 or '
+            f"more (0 turns it off), not {value!r}."
+        )
+    return None
+
+
+def read_settings() -> float:
+    """Validate ``DJANGO_THREAD`` and return the health-check window in seconds.
+
+    Called where the user calls (a pool's construction, ``Thread.start()``,
+    ``unit_of_work``'s entry), so that a bad value is an error there; cheap once read.
+    """
+    global _window  # noqa: PLW0603 - a cache, reset by setting_changed
+    if _window == _UNREAD:
+        value = getattr(settings, "DJANGO_THREAD", None)
+        problems = settings_problems({} if value is None else value)
+        if problems:
+            raise ImproperlyConfigured(" ".join(problems))
+        _window = float(cast("dict[str, Any]", value or {}).get("HEALTH_CHECK_WINDOW", 0))
+    return _window
+
+
+def window_in_worker() -> float:
+    """The window as a worker reads it between two tasks: never raises.
+
+    A setting that turned bad after the pool was made was reported to whoever made
+    it bad (the system check, the next pool or unit): the worker carries on without
+    the window, which is Django's own behaviour.
+    """
+    if _window != _UNREAD:
+        return _window
+    try:
+        return read_settings()
+    except ImproperlyConfigured:
+        return 0.0
+
+
+def _settings_changed(setting: str, **kwargs: Any) -> None:
+    global _window  # noqa: PLW0603
+    if setting == "DJANGO_THREAD":
+        _window = _UNREAD
+
+
+setting_changed.connect(_settings_changed, weak=False, dispatch_uid="django_thread")
+
+
+# --- the unit lifecycle ------------------------------------------------------------
+#
+# begin(), end(), step() and exit_thread() are the only code that touches a thread's
+# connections at a boundary; unit_of_work, the pool's queue, django.tasks and Thread
+# each call them. Only begin() raises (no turn on a test's shared connection): tidying
+# never replaces a unit's own result or exception.
+
+
+def begin(rec: _ThreadRecord, what: Any, *, tidy: bool = True) -> None:
+    """An outer unit, named by *what*, begins: tidy as a request's start does.
+
+    Then, under a test's ``share_connections()``, take its connection.
+    """
+    callers = begin_unit(rec) if tidy and rec.wrappers else _NO_CALLERS
+    shared = sharing[0].begin(functools.partial(describe, what)) if sharing else None
+    rec.unit, rec.callers, rec.shared = what, callers, shared
+
+
+def end(rec: _ThreadRecord) -> None:
+    """The outer unit ends: tidy as a request's finish does, and let go of the unit."""
+    shared, rec.shared = rec.shared, None
+    try:
+        if shared is not None:
+            shared.end()
+        if rec.wrappers:
+            end_unit(rec, functools.partial(describe, rec.unit), rec.callers)
+        elif _registry is None or vars(_registry):  # the thread used Django's registry
+            close_half_open(rec)  # a connect of its may have failed half-way
+    except Exception:
+        logger.exception("django_thread: tidying after %s failed", describe(rec.unit))
+    finally:
+        rec.unit, rec.callers = None, _NO_CALLERS
+
+
+def step(rec: _ThreadRecord, what: Any) -> None:
+    """From the running outer unit straight to the next, as a busy pool worker goes."""
+    if rec.wrappers and rec.shared is None and not sharing and not rec.callers:
+        try:
+            between_units(rec, functools.partial(describe, rec.unit))
+        except Exception:
+            logger.exception("django_thread: tidying after %s failed", describe(rec.unit))
+        rec.unit = what
+    else:
+        end(rec)
+        begin(rec, what)
+
+
+def exit_thread(rec: _ThreadRecord | None) -> None:
+    """The thread ends: close every connection it opened."""
+    try:
+        close_thread_connections(rec, sweep=True)
+    except Exception:
+        logger.exception("django_thread: closing a thread's connections failed")
+
+
+def is_inner(rec: _ThreadRecord) -> bool:
+    """Whether a unit entered now sits inside another one, and so changes nothing."""
+    return rec.unit is not None or bool(rec.requests)
+
+
+def describe(what: Any) -> str:
+    """Name a unit for an error: a work item, a function, a name, or a ``with``'s frame."""
+    if isinstance(what, str):
+        return what
+    if isinstance(what, FrameType):
+        return f"a unit of work at {what.f_code.co_filename}:{what.f_lineno}"
+    fn = _compat.work_item_function(what)
+    name = getattr(fn, "__qualname__", None)
+    return f"task {getattr(fn, '__module__', '?')}.{name}()" if name else f"task {fn!r}"
+
+
+# --- adapters: our threads and pool workers ---------------------------------------
+
+# rec.pool of a worker whose task drains a queue in shutdown(cancel_futures=True): still
+# inside its task, but those reads are not its worker loop's.
+DRAINING = object()
+
+
+def thread_begins(thread: threading.Thread) -> SharedUnit | None:
+    """One of our Threads starts its ``run()``, in its own thread.
+
+    Its record is made at its first connect, so a thread that never connects costs
+    next to nothing; under a test's ``share_connections()`` its ``run()`` is a unit.
+    """
+    setattr(thread, _OURS, None)
+    return begin_shared(lambda: f"thread {thread.name!r}")
+
+
+def thread_ends(thread: threading.Thread, shared: SharedUnit | None) -> None:
+    """One of our Threads' ``run()`` returned or raised: close everything it opened."""
+    end_shared(shared)
+    exit_thread(getattr(thread, _OURS, None))
+
+
+def worker_begins(pool: object) -> _ThreadRecord:
+    """The calling thread is a new worker of *pool*, whose queue marks its units."""
+    rec = record(new_thread=True)
+    rec.managed = rec.close_at_exit = True
+    rec.pool = pool
+    return rec
+
+
+def begin_task(rec: _ThreadRecord, item: Any) -> None:
+    """A worker took *item* from its queue: its unit begins, or (None) the worker exits.
+
+    Never raises into the stdlib's worker loop, which would die and leave the futures
+    queued behind it unresolved: what keeps the task from starting is its own error.
+    """
+    if item is None:
+        exit_thread(rec)
+        return
+    try:
+        begin(rec, item)
+    except Exception as exc:
+        _compat.make_work_item_raise(item, exc)
+
+
+def step_task(rec: _ThreadRecord, item: Any) -> None:
+    """A busy worker took *item* right after its task: as end(), then begin_task()."""
+    if item is None:
+        end(rec)
+        exit_thread(rec)
+        return
+    try:
+        step(rec, item)
+    except Exception as exc:
+        _compat.make_work_item_raise(item, exc)
+
+
+def next_unit(task: Callable[..., object], *, first: bool) -> None:
+    """In a pool task that runs several tasks in turn, *task*'s unit begins here.
+
+    ``django_thread.tasks`` runs its own queue this way. *first*: the pool task's own
+    unit has just begun, so it is only named after *task* (and shared anew under a
+    test's ``share_connections()``). Raises what keeps *task* from starting.
+    """
+    rec = current_record()
+    if rec is None or rec.pool is None or rec.pool is DRAINING:
+        return  # not run by a worker loop of ours
+    if first:
+        shared, rec.shared = rec.shared, None
+        end_shared(shared)
+        begin(rec, task, tidy=False)
+    else:
+        step(rec, task)
+
+
+# --- unit_of_work ---------------------------------------------------------------------
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class UnitOfWork(ContextDecorator):
+    """The context manager and decorator that :func:`unit_of_work` returns.
+
+    One instance may be entered by many threads at once (a decorated function runs in
+    every worker of a pool), so the state of each entry lives in the entering thread's
+    record, never on the instance.
+    """
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name
+
+    def __enter__(self) -> None:
+        read_settings()  # a bad setting is an error here, before anything is counted
+        rec = record()
+        rec.close_at_exit = True  # whoever made this thread, it closes what it opened
+        outer = not is_inner(rec)
+        if outer:
+            close_half_open(rec)  # left by this thread's code before the unit
+            begin(rec, self.name or sys._getframe(1))  # the frame names the with block
+        rec.units.append(outer)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        rec = record()
+        if rec.units.pop():  # the outer unit: tidy, as a request's end does
+            end(rec)
+
+    def __call__(self, func: F) -> F:
+        if inspect.iscoroutinefunction(func):
+            msg = (
+                f"unit_of_work cannot wrap the coroutine function {func.__qualname__}(): "
+                "database work runs in a thread. Decorate the synchronous function you "
+                "pass to sync_to_async() or asyncio.to_thread() instead."
+            )
+            raise TypeError(msg)
+        unit = UnitOfWork(self.name or f"{func.__module__}.{func.__qualname__}()")
+
+        @functools.wraps(func)
+        def run_as_unit(*args: Any, **kwargs: Any) -> Any:
+            with unit:
+                return func(*args, **kwargs)
+
+        return cast("F", run_as_unit)
+
+
+@overload
+def unit_of_work(func: F, /) -> F: ...
+@overload
+def unit_of_work(*, name: str | None = None) -> UnitOfWork: ...
+def unit_of_work(func: F | None = None, /, *, name: str | None = None) -> F | UnitOfWork:
+    """Treat a block or a function as one unit of work, the way Django treats a request.
+
+    Use it in threads this library does not create: each pass of a long-running loop,
+    functions given to :func:`asyncio.to_thread` or another library's pool::
+
+        while not stopping.is_set():
+            with unit_of_work():
+                process_next_batch()
+
+        @unit_of_work
+        def handle(message): ...
+
+    The outermost unit in a thread resets the query log and closes obsolete or
+    unusable connections when it begins (honouring ``CONN_MAX_AGE`` and arming
+    ``CONN_HEALTH_CHECKS``), and tidies again when it ends, also when it raised. A
+    transaction it opened and left open is rolled back, its connection closed, and an
+    ERROR logged. It never touches a connection inside a transaction its caller opened,
+    nor clears a query log being captured (``assertNumQueries``).
+
+    A unit inside another one, inside a Django request or inside a task of our pool
+    changes nothing: call decorated helpers from anywhere.
+
+    The thread that ran a unit closes every connection it opened when it ends,
+    whatever ``CONN_MAX_AGE`` says.
+
+    :param func: the function to decorate, when used bare as ``@unit_of_work``.
+    :param name: how errors name the unit; defaults to the decorated function's path,
+        or the file and line of the ``with`` statement.
+    """
+    if func is None:
+        return UnitOfWork(name)
+    given: object = func  # typed callers cannot pass anything else; others can
+    if not callable(given):
+        msg = f"unit_of_work() takes a function to decorate, not {type(given).__name__}"
+        raise TypeError(msg)
+    return UnitOfWork(name)(func)
+
+
+# --- what Django tells us: connects and requests ----------------------------------
+
+
 def _app_installed() -> bool:
     return apps.apps_ready and apps.is_installed("django_thread")
 
@@ -244,7 +577,7 @@ def _advise_on_reconnects(rec: _ThreadRecord, connection: BaseDatabaseWrapper) -
     )
 
 
-# --- units of work -------------------------------------------------------------------
+# --- tidying one thread's connections ----------------------------------------------
 
 
 def in_transaction(conn: BaseDatabaseWrapper) -> bool:
@@ -256,11 +589,6 @@ def in_transaction(conn: BaseDatabaseWrapper) -> bool:
     return conn.in_atomic_block or (
         conn.connection is not None and conn.autocommit != conn.settings_dict["AUTOCOMMIT"]
     )
-
-
-def is_inner(rec: _ThreadRecord) -> bool:
-    """Whether a unit entered now sits inside another one, and so changes nothing."""
-    return bool(rec.units or rec.requests or rec.pool is not None)
 
 
 _CHECKED = _compat.HEALTH_CHECK_DONE
@@ -385,111 +713,6 @@ def _carry_over(
     # used this very moment without an error, so well inside any window.
     setattr(conn, _CHECKED, bool(window) and not errors)
     return True
-
-
-# Django's native pool checks a connection as it hands it out, with psycopg_pool's
-# "check" callback: check_pooled_connection() skips it for a connection one of our
-# units gave back moments ago. Weak keys: the pool owns the raw connections.
-_returned_at: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
-_returned_lock = threading.Lock()
-
-
-def check_pooled_connection(raw: Any) -> None:
-    """psycopg_pool's ``check`` for Django's native pool, honouring the window.
-
-    Use it as ``OPTIONS = {"pool": {"check": django_thread.check_pooled_connection}}``
-    with ``DJANGO_THREAD = {"HEALTH_CHECK_WINDOW": ...}``, on Django 6.0 and newer
-    (Django 5.2 passes its own ``check`` to the pool and refuses a second one). It
-    skips the ping for a connection that a unit of work gave back to the pool less
-    than the window ago without an error, and otherwise runs
-    ``ConnectionPool.check_connection``, the check Django installs when
-    ``CONN_HEALTH_CHECKS`` is on.
-    """
-    from psycopg_pool import ConnectionPool  # noqa: PLC0415 - only with the pool
-
-    window = window_in_worker()
-    if window:
-        with _returned_lock:
-            returned = _returned_at.pop(raw, None)
-        if returned is not None and time.monotonic() - returned < window:
-            return
-    ConnectionPool.check_connection(raw)
-
-
-# --- settings ----------------------------------------------------------------------
-
-#: Every key of the ``DJANGO_THREAD`` setting, with its default.
-SETTINGS_DEFAULTS: dict[str, Any] = {"HEALTH_CHECK_WINDOW": 0}
-
-_UNREAD = -1.0
-_window = _UNREAD  # HEALTH_CHECK_WINDOW, validated once, read again when settings change
-
-
-def settings_problems(value: object) -> list[str]:
-    """What is wrong with a ``DJANGO_THREAD`` setting; empty when nothing is."""
-    if not isinstance(value, dict):
-        return [f"DJANGO_THREAD must be a dict, not {type(value).__name__}."]
-    problems = [
-        f"DJANGO_THREAD has no key {key!r}; the keys are: {', '.join(SETTINGS_DEFAULTS)}."
-        for key in value
-        if key not in SETTINGS_DEFAULTS
-    ]
-    problem = window_problem(value.get("HEALTH_CHECK_WINDOW", 0))
-    return [*problems, problem] if problem else problems
-
-
-def window_problem(value: object) -> str | None:
-    """What is wrong with a HEALTH_CHECK_WINDOW value, or None."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not 0 <= value < math.inf  # NaN fails too
-    ):
-        return (
-            'DJANGO_THREAD["HEALTH_CHECK_WINDOW"] must be a number of seconds, 0 or '
-            f"more (0 turns it off), not {value!r}."
-        )
-    return None
-
-
-def read_settings() -> float:
-    """Validate ``DJANGO_THREAD`` and return the health-check window in seconds.
-
-    Called where the user calls (a pool's construction, ``Thread.start()``,
-    ``unit_of_work``'s entry), so that a bad value is an error there; cheap once read.
-    """
-    global _window  # noqa: PLW0603 - a cache, reset by setting_changed
-    if _window == _UNREAD:
-        value = getattr(settings, "DJANGO_THREAD", None)
-        problems = settings_problems({} if value is None else value)
-        if problems:
-            raise ImproperlyConfigured(" ".join(problems))
-        _window = float(cast("dict[str, Any]", value or {}).get("HEALTH_CHECK_WINDOW", 0))
-    return _window
-
-
-def window_in_worker() -> float:
-    """The window as a worker reads it between two tasks: never raises.
-
-    A setting that turned bad after the pool was made was reported to whoever made
-    it bad (the system check, the next pool or unit): the worker carries on without
-    the window, which is Django's own behaviour.
-    """
-    if _window != _UNREAD:
-        return _window
-    try:
-        return read_settings()
-    except ImproperlyConfigured:
-        return 0.0
-
-
-def _settings_changed(setting: str, **kwargs: Any) -> None:
-    global _window  # noqa: PLW0603
-    if setting == "DJANGO_THREAD":
-        _window = _UNREAD
-
-
-setting_changed.connect(_settings_changed, weak=False, dispatch_uid="django_thread")
 
 
 def _close_if_unusable_or_obsolete(conn: BaseDatabaseWrapper) -> None:
@@ -620,127 +843,6 @@ def registered_wrappers() -> Iterable[Any]:
     return vars(_registry).values()
 
 
-# --- the life of our threads and pool workers -------------------------------------
-
-# rec.pool of a worker whose task drains a queue in shutdown(cancel_futures=True): still
-# inside its task, but those reads are not its worker loop's.
-DRAINING = object()
-
-
-def thread_begins(thread: threading.Thread) -> SharedUnit | None:
-    """One of our Threads starts its ``run()``, in its own thread.
-
-    Its record is made at its first connect, so a thread that never connects costs
-    next to nothing; under a test's ``share_connections()`` its ``run()`` is a unit.
-    """
-    setattr(thread, _OURS, None)
-    return begin_shared(lambda: f"thread {thread.name!r}")
-
-
-def thread_ends(thread: threading.Thread, shared: SharedUnit | None) -> None:
-    """One of our Threads' ``run()`` returned or raised: close everything it opened."""
-    end_shared(shared)
-    close_thread_connections(getattr(thread, _OURS, None), sweep=True)
-
-
-def worker_begins(pool: object) -> _ThreadRecord:
-    """The calling thread is a new worker of *pool*, whose queue marks its units."""
-    rec = record(new_thread=True)
-    rec.managed = rec.close_at_exit = True
-    rec.pool = pool
-    return rec
-
-
-def begin_task(rec: _ThreadRecord, item: Any) -> None:
-    """A worker took *item* from its queue: the task's unit begins; None: it exits.
-
-    Never raises into the stdlib's worker loop: what keeps the task from starting
-    becomes the task's own error, reported by its future.
-    """
-    if item is None:
-        _guarded(close_thread_connections, rec, sweep=True)
-        return
-    try:
-        begin_task_or_raise(rec, item)
-    except Exception as exc:
-        _compat.make_work_item_raise(item, exc)
-
-
-def end_task(rec: _ThreadRecord) -> None:
-    """The worker's task is over: tidy after it, and let go of its work item.
-
-    Letting go here, before the worker waits for more, frees the task's function,
-    arguments and future as the stdlib's own worker does (GH-60488).
-    """
-    if rec.wrappers or rec.shared is not None:
-        shared, rec.shared = rec.shared, None
-        _guarded(_end, rec, shared)
-    elif _registry is None or vars(_registry):  # the thread has used Django's connections
-        _guarded(close_half_open, rec)  # a connect of its may have failed half-way
-    rec.item = None
-
-
-def step_task(rec: _ThreadRecord, item: Any) -> None:
-    """A busy worker goes from its task straight to *item*: one pass, not two."""
-    if rec.wrappers and item is not None and rec.shared is None and not sharing:
-        _guarded(between_units, rec, functools.partial(_describe, rec.item))
-        rec.item = item
-    else:
-        end_task(rec)
-        begin_task(rec, item)
-
-
-def next_unit(task: Callable[..., object], *, first: bool) -> None:
-    """In a pool task that runs several tasks in turn, *task*'s unit begins here.
-
-    ``django_thread.tasks`` runs its own queue this way. *first*: the pool task's own
-    unit has just begun, so it is only named after *task* (and shared anew under a
-    test's ``share_connections()``). Raises what keeps *task* from starting.
-    """
-    rec = current_record()
-    if rec is None or rec.pool is None or rec.pool is DRAINING:
-        return  # not run by a worker loop of ours
-    if not first and rec.wrappers and rec.shared is None and not sharing:
-        step_task(rec, task)
-        return
-    if first:
-        shared, rec.shared = rec.shared, None
-        end_shared(shared)
-    else:
-        end_task(rec)
-    begin_task_or_raise(rec, task, tidy=not first)
-
-
-def begin_task_or_raise(rec: _ThreadRecord, what: Any, *, tidy: bool = True) -> None:
-    """Begin the unit of *what*; raises if it gets no turn on a test's connection."""
-    rec.item = what
-    if tidy and rec.wrappers:
-        begin_unit(rec)
-    if sharing:  # a test's share_connections(): decided per task, not per worker
-        rec.shared = sharing[0].begin(functools.partial(_describe, what))
-
-
-def _end(rec: _ThreadRecord, shared: SharedUnit | None) -> None:
-    end_shared(shared)
-    end_unit(rec, functools.partial(_describe, rec.item))
-
-
-def _guarded(step: Callable[..., object], *args: Any, **kwargs: Any) -> None:
-    # Our code must never raise into the stdlib's worker loop: the worker would die,
-    # and the futures queued behind it would never resolve.
-    try:
-        step(*args, **kwargs)
-    except Exception:
-        logger.exception("django_thread: tidying a pool worker's connections failed")
-
-
-def _describe(item: Any) -> str:
-    """Name a pool task (a work item, the initializer, a django.tasks function)."""
-    fn = _compat.work_item_function(item)
-    name = getattr(fn, "__qualname__", None)
-    return f"task {getattr(fn, '__module__', '?')}.{name}()" if name else f"task {fn!r}"
-
-
 # --- sharing a test's connections (django_thread.testing) -------------------------
 
 
@@ -771,107 +873,30 @@ def end_shared(unit: SharedUnit | None) -> None:
         unit.end()
 
 
-# --- unit_of_work ---------------------------------------------------------------------
+# Django's native pool checks a connection as it hands it out, with psycopg_pool's
+# "check" callback: check_pooled_connection() skips it for a connection one of our
+# units gave back moments ago. Weak keys: the pool owns the raw connections.
+_returned_at: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+_returned_lock = threading.Lock()
 
-F = TypeVar("F", bound=Callable[..., Any])
 
+def check_pooled_connection(raw: Any) -> None:
+    """psycopg_pool's ``check`` for Django's native pool, honouring the window.
 
-class UnitOfWork(ContextDecorator):
-    """The context manager and decorator that :func:`unit_of_work` returns.
-
-    One instance may be entered by many threads at once (a decorated function runs in
-    every worker of a pool), so the state of each entry lives in the entering thread's
-    record, never on the instance.
+    Use it as ``OPTIONS = {"pool": {"check": django_thread.check_pooled_connection}}``
+    with ``DJANGO_THREAD = {"HEALTH_CHECK_WINDOW": ...}``, on Django 6.0 and newer
+    (Django 5.2 passes its own ``check`` to the pool and refuses a second one). It
+    skips the ping for a connection that a unit of work gave back to the pool less
+    than the window ago without an error, and otherwise runs
+    ``ConnectionPool.check_connection``, the check Django installs when
+    ``CONN_HEALTH_CHECKS`` is on.
     """
+    from psycopg_pool import ConnectionPool  # noqa: PLC0415 - only with the pool
 
-    def __init__(self, name: str | None = None) -> None:
-        self.name = name
-
-    def __enter__(self) -> None:
-        read_settings()  # a bad setting is an error here, before anything is counted
-        rec = record()
-        rec.close_at_exit = True  # whoever made this thread, it closes what it opened
-        unit = None
-        if not is_inner(rec):
-            close_half_open(rec)  # left by this thread's code before the unit
-            callers = begin_unit(rec)
-            unit = (callers, begin_shared(lambda: self.name or "a unit_of_work block"))
-        rec.units.append(unit)
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        rec = record()
-        unit = rec.units.pop()
-        if unit is not None:  # the outer unit: tidy, as a request's end does
-            callers, shared = unit
-            end_shared(shared)
-            caller = sys._getframe(1)  # the with statement, to name the unit if needed
-            end_unit(rec, lambda: self.name or _where(caller), callers)
-
-    def __call__(self, func: F) -> F:
-        if inspect.iscoroutinefunction(func):
-            msg = (
-                f"unit_of_work cannot wrap the coroutine function {func.__qualname__}(): "
-                "database work runs in a thread. Decorate the synchronous function you "
-                "pass to sync_to_async() or asyncio.to_thread() instead."
-            )
-            raise TypeError(msg)
-        unit = UnitOfWork(self.name or f"{func.__module__}.{func.__qualname__}()")
-
-        @functools.wraps(func)
-        def run_as_unit(*args: Any, **kwargs: Any) -> Any:
-            with unit:
-                return func(*args, **kwargs)
-
-        return cast("F", run_as_unit)
-
-
-def _where(frame: FrameType) -> str:
-    return f"at {frame.f_code.co_filename}:{frame.f_lineno}"
-
-
-@overload
-def unit_of_work(func: F, /) -> F: ...
-@overload
-def unit_of_work(*, name: str | None = None) -> UnitOfWork: ...
-def unit_of_work(func: F | None = None, /, *, name: str | None = None) -> F | UnitOfWork:
-    """Treat a block or a function as one unit of work, the way Django treats a request.
-
-    Use it in threads this library does not create: each pass of a long-running loop,
-    functions given to :func:`asyncio.to_thread` or another library's pool::
-
-        while not stopping.is_set():
-            with unit_of_work():
-                process_next_batch()
-
-        @unit_of_work
-        def handle(message): ...
-
-    The outermost unit in a thread resets the query log and closes obsolete or
-    unusable connections when it begins (honouring ``CONN_MAX_AGE`` and arming
-    ``CONN_HEALTH_CHECKS``), and tidies again when it ends, also when it raised. A
-    transaction it opened and left open is rolled back, its connection closed, and an
-    ERROR logged. It never touches a connection inside a transaction its caller opened,
-    nor clears a query log being captured (``assertNumQueries``).
-
-    A unit inside another one, inside a Django request or inside a task of our pool
-    changes nothing: call decorated helpers from anywhere.
-
-    The thread that ran a unit closes every connection it opened when it ends,
-    whatever ``CONN_MAX_AGE`` says.
-
-    :param func: the function to decorate, when used bare as ``@unit_of_work``.
-    :param name: how errors name the unit; defaults to the decorated function's path,
-        or the file and line of the ``with`` statement.
-    """
-    if func is None:
-        return UnitOfWork(name)
-    given: object = func  # typed callers cannot pass anything else; others can
-    if not callable(given):
-        msg = f"unit_of_work() takes a function to decorate, not {type(given).__name__}"
-        raise TypeError(msg)
-    return UnitOfWork(name)(func)
+    window = window_in_worker()
+    if window:
+        with _returned_lock:
+            returned = _returned_at.pop(raw, None)
+        if returned is not None and time.monotonic() - returned < window:
+            return
+    ConnectionPool.check_connection(raw)

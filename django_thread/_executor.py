@@ -9,12 +9,12 @@ from typing import Any, TypeVarTuple, Unpack, overload
 from django_thread import _compat
 from django_thread._connections import (
     DRAINING,
+    begin,
     begin_task,
-    begin_task_or_raise,
-    close_thread_connections,
     current_record,
+    end,
     end_shared,
-    end_task,
+    exit_thread,
     read_settings,
     step_task,
     worker_begins,
@@ -132,17 +132,17 @@ def _start_worker(
     if initializer is None:
         return
     try:
-        begin_task_or_raise(rec, initializer)
+        begin(rec, initializer)
         initializer(*initargs)
     except BaseException:
         # The stdlib's worker returns right after a failing initializer, reading the
         # queue again only to drain it (here, in this thread): not unit boundaries.
-        rec.pool = None
-        shared, rec.shared, rec.item = rec.shared, None, None
+        rec.pool = rec.unit = None
+        shared, rec.shared = rec.shared, None
         end_shared(shared)
-        close_thread_connections(rec, sweep=True)
+        exit_thread(rec)
         raise
-    end_task(rec)
+    end(rec)
 
 
 class _WorkerQueue(queue.SimpleQueue[Any]):
@@ -175,7 +175,7 @@ class _WorkerQueue(queue.SimpleQueue[Any]):
         rec = current_record()
         if rec is None or rec.pool is not self:
             return _simple_get(self, block, timeout)
-        end_task(rec)  # before waiting: the previous task is over
+        end(rec)  # before waiting: the previous task is over; let go of it
         item = _simple_get(self, block, timeout)
         begin_task(rec, item)
         return item
