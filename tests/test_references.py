@@ -15,6 +15,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+import django
 import pytest
 
 from django_thread import Thread, ThreadPoolExecutor, unit_of_work
@@ -140,3 +141,38 @@ def test_a_unit_of_work_drops_its_arguments_when_it_ends(touch_db: bool) -> None
     finally:
         leave.set()
         thread.join()
+
+
+class Tracked(dict[str, int]):
+    """A task's raw return value, which the backend stores normalized as a plain dict."""
+
+
+RETURNED: list[tuple[threading.Event, weakref.ref[Any]]] = []
+
+
+def make_tracked() -> Tracked:
+    value = Tracked(rows=query())
+    RETURNED.append(watch(value))
+    return value
+
+
+@pytest.mark.skipif(django.VERSION < (6, 0), reason="django.tasks is Django 6.0+")
+def test_a_django_task_keeps_nothing_of_its_run(settings: Any) -> None:
+    from django.tasks import TaskResultStatus, task, task_backends  # noqa: PLC0415
+
+    settings.TASKS = {"default": {"BACKEND": "django_thread.tasks.ThreadPoolBackend"}}
+    RETURNED.clear()
+    backend = task_backends["default"]
+    try:
+        result = task(make_tracked).enqueue()
+        for _ in range(500):
+            result.refresh()
+            if result.is_finished:
+                break
+            threading.Event().wait(0.01)
+        assert result.status == TaskResultStatus.SUCCESSFUL
+        assert result.return_value == {"rows": 0}
+        [(freed, _)] = RETURNED
+        assert freed.wait(FREED_WITHIN), "the idle worker keeps the task's raw return value"
+    finally:
+        backend.shutdown()  # type: ignore[attr-defined]
