@@ -14,6 +14,7 @@ from django.db import connection, transaction
 
 from django_thread import database_sync_to_async, sync_to_async
 from django_thread._async import default_executor
+from django_thread.testing import share_connections
 from tests.conftest import ConnSettings
 from tests.faults import IdleTimeout
 from tests.server import ServerProbe
@@ -135,3 +136,15 @@ def test_a_coroutine_function_gets_asgirefs_type_error() -> None:
 
     with pytest.raises(TypeError, match="sync functions"):
         sync_to_async(coro)
+
+
+@pytest.mark.django_db(transaction=False)
+def test_share_connections_lets_awaited_calls_see_the_test_rows() -> None:
+
+    Note.objects.create(text="the test's own, uncommitted")
+
+    async def count() -> int:
+        return await sync_to_async(Note.objects.count, thread_sensitive=False)()
+
+    with share_connections():
+        assert asyncio.run(count()) == 1
