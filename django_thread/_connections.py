@@ -373,29 +373,23 @@ def worker_begins(pool: object) -> _ThreadRecord:
     return rec
 
 
-def begin_task(rec: _ThreadRecord, item: Any) -> None:
+def take_task(rec: _ThreadRecord, item: Any, *, busy: bool) -> None:
     """A worker took *item* from its queue: its unit begins, or (None) the worker exits.
 
-    Never raises into the stdlib's worker loop, which would die and leave the futures
-    queued behind it unresolved: what keeps the task from starting is its own error.
+    *busy*: straight from its last task, whose unit ends here too (step()). Never
+    raises into the stdlib's worker loop, which would die and leave the futures queued
+    behind it unresolved: what keeps the task from starting is its own error.
     """
     if item is None:
+        if busy:
+            end(rec)
         exit_thread(rec)
         return
     try:
-        begin(rec, item)
-    except Exception as exc:
-        _compat.make_work_item_raise(item, exc)
-
-
-def step_task(rec: _ThreadRecord, item: Any) -> None:
-    """A busy worker took *item* right after its task: as end(), then begin_task()."""
-    if item is None:
-        end(rec)
-        exit_thread(rec)
-        return
-    try:
-        step(rec, item)
+        if busy:
+            step(rec, item)
+        else:
+            begin(rec, item)
     except Exception as exc:
         _compat.make_work_item_raise(item, exc)
 

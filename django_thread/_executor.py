@@ -10,13 +10,12 @@ from django_thread import _compat
 from django_thread._connections import (
     DRAINING,
     begin,
-    begin_task,
     current_record,
     end,
     end_shared,
     exit_thread,
     read_settings,
-    step_task,
+    take_task,
     worker_begins,
 )
 
@@ -177,7 +176,7 @@ class _WorkerQueue(queue.SimpleQueue[Any]):
             return _simple_get(self, block, timeout)
         end(rec)  # before waiting: the previous task is over; let go of it
         item = _simple_get(self, block, timeout)
-        begin_task(rec, item)
+        take_task(rec, item, busy=False)
         return item
 
     def get_nowait(self) -> Any:
@@ -186,7 +185,7 @@ class _WorkerQueue(queue.SimpleQueue[Any]):
         item = _simple_get_nowait(self)
         rec = current_record()
         if rec is not None and rec.pool is self:
-            step_task(rec, item)
+            take_task(rec, item, busy=True)
         return item
 
 
