@@ -117,5 +117,6 @@ def test_an_error_of_ours_at_a_boundary_never_kills_a_worker(
     # A failure as a task begins is that task's error; one as it ends is logged.
     errors = {str(f.exception()) for f in futures if f.exception() is not None}
     assert errors <= {"injected"}
-    assert bool(errors) is (max_age is None)  # only a kept connection is tidied first
+    if max_age is None:  # a kept connection is tidied as the next task begins
+        assert errors, "the injected failure never reached a task's start"
     assert any("injected" in str(r.exc_info) for r in caplog.records)
