@@ -335,6 +335,8 @@ def describe(what: Any) -> str:
     """Name a unit for an error: a work item, a function, a name, or a ``with``'s frame."""
     if isinstance(what, str):
         return what
+    if what is None:  # its begin() failed: the task ran only to raise that error
+        return "a task that could not begin"
     if isinstance(what, FrameType):
         return f"a unit of work at {what.f_code.co_filename}:{what.f_lineno}"
     fn = _compat.work_item_function(what)
