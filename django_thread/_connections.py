@@ -190,7 +190,7 @@ def current_record() -> _ThreadRecord | None:
 # --- settings ----------------------------------------------------------------------
 
 #: Every key of the ``DJANGO_THREAD`` setting, with its default.
-SETTINGS_DEFAULTS: dict[str, Any] = {"HEALTH_CHECK_WINDOW": 0, "SYNC_TO_ASYNC_MAX_WORKERS": None}
+SETTINGS_DEFAULTS: dict[str, Any] = {"HEALTH_CHECK_WINDOW": 0}
 
 _UNREAD = -1.0
 _window = _UNREAD  # HEALTH_CHECK_WINDOW, validated once, read again when settings change
@@ -206,15 +206,7 @@ def settings_problems(value: object) -> list[str]:
         if key not in SETTINGS_DEFAULTS
     ]
     problem = window_problem(value.get("HEALTH_CHECK_WINDOW", 0))
-    if problem:
-        problems.append(problem)
-    workers = value.get("SYNC_TO_ASYNC_MAX_WORKERS")
-    if workers is not None and (type(workers) is not int or workers < 1):
-        problems.append(
-            'DJANGO_THREAD["SYNC_TO_ASYNC_MAX_WORKERS"] must be a whole number of at least '
-            f"1, or None for the stdlib pool's default, not {workers!r}."
-        )
-    return problems
+    return [*problems, problem] if problem else problems
 
 
 def window_problem(value: object) -> str | None:
@@ -741,10 +733,8 @@ _DJANGOS_CLOSE_IF = BaseDatabaseWrapper.close_if_unusable_or_obsolete
 def _only_arms_the_check(conn: BaseDatabaseWrapper) -> bool:
     """Whether Django's close_if_unusable_or_obsolete() would only arm the health check.
 
-    Then it is not called: a busy worker's step costs 3% fewer instructions per
-    persistent PostgreSQL task (callgrind, same run), above this machine's noise.
-    tests/test_unit_of_work.py checks that tidying leaves a connection as Django's
-    method does, state by state.
+    Then it is not called (its cost is on the benchmarks page). tests/test_unit_of_work.py
+    checks that tidying leaves a connection as Django's method does, state by state.
     """
     return not (
         conn.errors_occurred
