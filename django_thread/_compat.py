@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import concurrent.futures.thread
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -48,6 +49,28 @@ def make_work_item_raise(item: Any, exc: BaseException) -> None:
         item.fn, item.args, item.kwargs = fail, (), {}
     else:
         item.task = (fail, (), {})
+
+
+def start_workers_as_daemons(
+    executor: concurrent.futures.ThreadPoolExecutor, adjust: Callable[[], None]
+) -> None:
+    """Run the stdlib's ``_adjust_thread_count`` (*adjust*) so that a worker it starts is
+    a daemon thread, which interpreter exit does not wait for.
+
+    A new thread inherits ``daemon`` from the thread that makes it: one is made in a
+    daemon thread of ours only when the stdlib is about to start one.
+    """
+    if threading.current_thread().daemon or len(executor._threads) >= executor._max_workers:
+        adjust()
+    elif not executor._idle_semaphore.acquire(timeout=0):  # as the stdlib: none idle
+        maker = threading.Thread(target=adjust, daemon=True)
+        maker.start()
+        maker.join()
+
+
+def forget_worker(thread: threading.Thread) -> None:
+    """Take a worker off the list the stdlib's exit hook joins, with no timeout."""
+    concurrent.futures.thread._threads_queues.pop(thread, None)  # type: ignore[attr-defined]
 
 
 # threading's exit hooks run before atexit's, last registered first: the stdlib's

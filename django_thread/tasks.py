@@ -18,16 +18,15 @@ worker exits. Tasks and results live in this process's memory only.
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import heapq
 import itertools
 import logging
+import math
 import operator
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -55,7 +54,7 @@ from django.utils import timezone
 from django.utils.crypto import get_random_string
 from django.utils.json import normalize_json
 
-from django_thread import ThreadPoolExecutor
+from django_thread import ThreadPoolExecutor, _compat
 from django_thread._connections import next_unit
 
 if TYPE_CHECKING:
@@ -108,9 +107,14 @@ def _validate_options(alias: str, options: object) -> dict[str, Any]:
             "ENQUEUE_ON_COMMIT", f"must be True or False, not {values['ENQUEUE_ON_COMMIT']!r}"
         )
     timeout = values["SHUTDOWN_TIMEOUT"]
-    if timeout is not None and (type(timeout) not in (int, float) or timeout < 0):
+    # inf would overflow the wait, NaN never compares: None is "as long as it takes".
+    if timeout is not None and (
+        type(timeout) not in (int, float) or not math.isfinite(timeout) or timeout < 0
+    ):
         raise bad(
-            "SHUTDOWN_TIMEOUT", f"must be a number of seconds (>= 0) or None, not {timeout!r}"
+            "SHUTDOWN_TIMEOUT",
+            f"must be a finite number of seconds (>= 0), or None to wait as long as "
+            f"running tasks take, not {timeout!r}",
         )
     return values
 
@@ -124,6 +128,17 @@ class _Due:
     result_id: str = field(compare=False)
 
 
+class _Workers(ThreadPoolExecutor):
+    """The backend's pool, whose workers are daemon threads.
+
+    Interpreter exit waits for every non-daemon thread, with no timeout: only a daemon
+    worker lets a task still running after ``SHUTDOWN_TIMEOUT`` be cut off at exit.
+    """
+
+    def _adjust_thread_count(self) -> None:
+        _compat.start_workers_as_daemons(self, super()._adjust_thread_count)
+
+
 class _Pool:
     """What every backend instance of one alias shares: the pool, the queue, the results.
 
@@ -133,6 +148,9 @@ class _Pool:
     priority, one after the other, until none is left: the executor's FIFO never decides
     the order, and a busy pool costs no future, work item or wake-up per task. Each task
     is still a unit of work of its own (:func:`~django_thread._connections.next_unit`).
+
+    Every task that is enqueued ends SUCCESSFUL or FAILED, or is logged with its id: a
+    signal receiver that raises fails no other task, and stops no worker.
     """
 
     def __init__(
@@ -142,7 +160,7 @@ class _Pool:
         self.backend_class = backend_class
         self.max_results: int = values["MAX_RESULTS"]
         self.shutdown_timeout: float | None = values["SHUTDOWN_TIMEOUT"]
-        self.executor = ThreadPoolExecutor(
+        self.executor = _Workers(
             max_workers=values["MAX_WORKERS"], thread_name_prefix=f"tasks-{alias}"
         )
         # A plain Lock, entered in C on the per-task path (a Condition's own "with" is
@@ -154,15 +172,15 @@ class _Pool:
         self.finished: OrderedDict[str, None] = OrderedDict()  # oldest first
         self.ready: list[tuple[int, int, str]] = []  # (-priority, seq, id): a heap
         self.deferred: list[_Due] = []  # a heap
-        self.running: set[str] = set()
+        self.running: dict[str, threading.Thread] = {}  # id: the worker running it
         self.seq = itertools.count()
         self.draining = 0  # _drain() calls submitted and not yet counted out
-        # The executor's own reading of MAX_WORKERS (None: its default), stable from
-        # Python 3.8 to 3.15.
-        self.max_draining: int = self.executor._max_workers
+        self.max_draining = _compat.max_workers(self.executor)
         self.closed = False
+        self.retired = False  # forgotten by a TASKS change: ends once idle
         self.scheduler: threading.Thread | None = None
-        self.worker_ids = threading.local()
+        # Per worker thread: its id in TaskResult.worker_ids, and the task it runs.
+        self.local = threading.local()
 
     # -- enqueueing (any thread) ----------------------------------------------------
 
@@ -179,7 +197,14 @@ class _Pool:
         self.results[result.id] = result
         # Sent before a worker can take the task, so task_enqueued always precedes
         # task_started, and outside the lock, so receivers cannot stall the workers.
-        task_enqueued.send(self.backend_class, task_result=result)
+        try:
+            task_enqueued.send(self.backend_class, task_result=result)
+        except Exception as exc:
+            # As with Django's backends, the caller gets the receiver's exception; the
+            # task never runs, and its result says why rather than staying READY.
+            with self.lock:
+                self._fail(result, exc)
+            raise
         run_after = result.task.run_after
         with self.lock:
             if self.closed:  # shut down while the signal was being sent
@@ -196,11 +221,20 @@ class _Pool:
         return snapshot
 
     def add_on_commit(self, result: AnyResult) -> None:
+        # Raising would tell the code that committed that its commit failed: say it.
         try:
             self.add(result)
         except BackendShutDownError:
-            # Raising would break the commit that already happened; say it instead.
+            with self.lock:  # the caller holds its id: get_result() must know it
+                self.results[result.id] = result
+                self._fail_unrun([result])
             self._log_unrun([result])
+        except Exception:
+            logger.exception(
+                "A task_enqueued receiver raised for task id=%s path=%s: it will not run",
+                result.id,
+                result.task.module_path,
+            )
 
     def _check_open(self, result: AnyResult) -> None:
         if self.closed:
@@ -239,53 +273,54 @@ class _Pool:
                 while self.deferred and self.deferred[0].when <= now:
                     due = heapq.heappop(self.deferred)
                     self._make_ready(self.results[due.result_id])
-                wait = (self.deferred[0].when - now).total_seconds() if self.deferred else None
+                wait = None
+                if self.deferred:
+                    # A run_after centuries away would overflow the wait (OverflowError).
+                    wait = (self.deferred[0].when - now).total_seconds()
+                    wait = min(wait, threading.TIMEOUT_MAX)
                 self.changed.wait(wait)
 
     # -- running (pool workers) -----------------------------------------------------
 
     def _worker_id(self) -> str:
-        worker_id: str | None = getattr(self.worker_ids, "id", None)
+        worker_id: str | None = getattr(self.local, "id", None)
         if worker_id is None:
-            worker_id = self.worker_ids.id = get_random_string(32)
+            worker_id = self.local.id = get_random_string(32)
         return worker_id
 
     def _drain(self) -> None:
         """One work item of the pool: run ready tasks, best first, until none is left."""
         sender = self.backend_class
         first = True
-        # The task just run, if it succeeded: its outcome is stored in the same locked
-        # section that takes the next task, one lock round trip per task fewer.
-        succeeded: AnyResult | None = None
-        value: Any = None
         while True:
             with self.lock:
-                if succeeded is not None:
-                    self._store_success(succeeded, value)
                 result = self._take_ready()
-            if succeeded is not None:
-                task_finished.send(sender, task_result=succeeded)
             if result is None:
                 return
             try:
                 # The previous task's unit of work ends here, this one's begins.
                 next_unit(result.task.func, first=first)
                 refused = None
-            except Exception as exc:  # no turn on a test's shared connection
+            except Exception as exc:  # no turn on a test's shared connection, or ours
                 refused = exc
             first = False
+            self.local.task = result.id  # shutdown() from this thread: not waited for
             try:
-                succeeded, value = self._execute(sender, result, refused)
+                self._execute(sender, result, refused)
             except BaseException:  # KeyboardInterrupt: _execute() handled everything else
                 with self.lock:
                     self._finish(result.id)
                 raise  # _drained() counts this _drain() out
+            finally:
+                self.local.task = None
 
     def _take_ready(self) -> AnyResult | None:
         # Called with the lock held: the best ready task, marked running, or None (and
         # this _drain() counted out) when none is left or shutdown() drained them.
         if not self.ready:
             self.draining -= 1
+            if self.retired and not self.draining and not self.deferred:
+                self._retire_now()
             return None
         _, _, result_id = heapq.heappop(self.ready)
         result = self.results[result_id]
@@ -294,7 +329,7 @@ class _Pool:
         object.__setattr__(result, "started_at", started)
         object.__setattr__(result, "last_attempted_at", started)
         result.worker_ids.append(self._worker_id())
-        self.running.add(result_id)
+        self.running[result_id] = threading.current_thread()
         return result
 
     def _drained(self, future: Future[None]) -> None:
@@ -307,26 +342,19 @@ class _Pool:
             self.draining -= 1
             if self.ready and not self.closed:
                 self._start_drain()
-
-    def _finish(self, result_id: str) -> None:
-        # Called with the lock held, in the same section that stores the outcome: one
-        # lock round trip per task fewer.
-        self.running.discard(result_id)
-        self.finished[result_id] = None
-        self._evict()
-        if self.closed:  # only shutdown() waits for running tasks to end
-            self.changed.notify_all()
+            elif self.retired and not self.draining and not self.deferred:
+                self._retire_now()
 
     def _execute(
         self, sender: type[ThreadPoolBackend], result: AnyResult, refused: Exception | None
-    ) -> tuple[AnyResult, Any] | tuple[None, None]:
+    ) -> None:
         # The body of Django's ImmediateBackend._execute_task, run in the worker; the
-        # outcome is stored under the lock, so get_result() never sees half of it. A
-        # failure is stored and signalled here (task_finished inside the except block,
-        # as Django sends it); a success is returned, for _drain() to store.
-        task_started.send(sender=sender, task_result=result)
+        # outcome is stored under the lock, so get_result() never sees half of it.
         task = result.task
         try:
+            # A raising task_started receiver stops the task, as in Django's backends:
+            # here, that is the task's error.
+            task_started.send(sender=sender, task_result=result)
             if refused is not None:  # the task could not start: that is its error
                 raise refused
             if task.takes_context:
@@ -337,28 +365,50 @@ class _Pool:
         except KeyboardInterrupt:
             raise
         except BaseException as e:
-            exception_type = type(e)
-            error = TaskError(
-                exception_class_path=f"{exception_type.__module__}.{exception_type.__qualname__}",
-                traceback="".join(format_exception(e)),
-            )
             with self.lock:
-                object.__setattr__(result, "finished_at", timezone.now())
-                result.errors.append(error)
-                object.__setattr__(result, "status", TaskResultStatus.FAILED)
-                self._finish(result.id)
+                self._fail(result, e)
             # Sent inside the except block, as Django does: its receiver logs exc_info.
-            task_finished.send(sender, task_result=result)
+            self._send_finished(sender, result)
         else:
-            return result, value
-        return None, None
+            with self.lock:
+                _compat.set_return_value(result, value)
+                object.__setattr__(result, "finished_at", timezone.now())
+                object.__setattr__(result, "status", TaskResultStatus.SUCCESSFUL)
+                self._finish(result.id)
+            self._send_finished(sender, result)
 
-    def _store_success(self, result: AnyResult, value: Any) -> None:
-        # Called with the lock held; task_finished is sent once it is released.
-        object.__setattr__(result, "_return_value", value)
+    def _send_finished(self, sender: type[ThreadPoolBackend], result: AnyResult) -> None:
+        # Django's backends let this exception reach the enqueuer; here there is none.
+        # The outcome is stored already: log, and go on to the next task.
+        try:
+            task_finished.send(sender, task_result=result)
+        except Exception:
+            logger.exception(
+                "A task_finished receiver raised for task id=%s path=%s",
+                result.id,
+                result.task.module_path,
+            )
+
+    def _fail(self, result: AnyResult, exc: BaseException) -> None:
+        # Called with the lock held.
+        exception_type = type(exc)
         object.__setattr__(result, "finished_at", timezone.now())
-        object.__setattr__(result, "status", TaskResultStatus.SUCCESSFUL)
+        result.errors.append(
+            TaskError(
+                exception_class_path=f"{exception_type.__module__}.{exception_type.__qualname__}",
+                traceback="".join(format_exception(exc)),
+            )
+        )
+        object.__setattr__(result, "status", TaskResultStatus.FAILED)
         self._finish(result.id)
+
+    def _finish(self, result_id: str) -> None:
+        # Called with the lock held, in the same section that stores the outcome.
+        self.running.pop(result_id, None)
+        self.finished[result_id] = None
+        self._evict()
+        if self.closed:  # only shutdown() waits for running tasks to end
+            self.changed.notify_all()
 
     def _evict(self) -> None:
         # Only finished results are dropped, oldest first: a queued or running task's
@@ -392,6 +442,7 @@ class _Pool:
                 )
             )
             self.finished[result.id] = None
+        self._evict()
 
     def _log_unrun(self, results: list[AnyResult]) -> None:
         for result in results:
@@ -402,7 +453,24 @@ class _Pool:
                 self.alias,
             )
 
-    def shutdown(self) -> None:
+    def retire(self) -> None:
+        """Forgotten by a TASKS change: run what was enqueued, then let the workers go."""
+        with self.lock:
+            self.retired = True
+            if not self.draining and not self.deferred:
+                self._retire_now()
+
+    def _retire_now(self) -> None:
+        # Called with the lock held, with nothing queued or running. Idle workers then
+        # exit at once and close their connections; nothing waits for them.
+        self.closed = True
+        self.executor.shutdown(wait=False)
+
+    def shutdown(self, *, at_exit: bool = False) -> None:
+        # A task (or a task_finished receiver) may call this: its own worker is not
+        # waited for, nor joined.
+        own = getattr(self.local, "task", None)
+        in_worker = getattr(self.local, "id", None) is not None
         with self.lock:
             if self.closed:
                 return
@@ -414,21 +482,24 @@ class _Pool:
             self.changed.notify_all()  # wakes the scheduler, which exits
             self._fail_unrun(not_run)
             timed_out = not self.changed.wait_for(
-                lambda: not self.running, timeout=self.shutdown_timeout
+                lambda: self.running.keys() <= {own}, timeout=self.shutdown_timeout
             )
-            still_running = [self.results[rid] for rid in self.running]
+            still_running = {rid: thread for rid, thread in self.running.items() if rid != own}
         self._log_unrun(not_run)
         if timed_out:
-            for result in still_running:
+            for rid, thread in still_running.items():
+                if at_exit:  # a daemon thread: it dies with the process
+                    _compat.forget_worker(thread)
                 logger.warning(
-                    "Task id=%s path=%s still running after SHUTDOWN_TIMEOUT=%ss",
-                    result.id,
-                    result.task.module_path,
+                    "Task id=%s path=%s %s after SHUTDOWN_TIMEOUT=%ss",
+                    rid,
+                    self.results[rid].task.module_path,
+                    "cut off at exit, its transaction rolled back," if at_exit else "still running",
                     self.shutdown_timeout,
                 )
         # Nothing is queued any more, so idle workers exit at once and close their
         # connections; with timed_out, busy ones do when their task returns.
-        self.executor.shutdown(wait=not timed_out, cancel_futures=True)
+        self.executor.shutdown(wait=not (timed_out or in_worker), cancel_futures=True)
 
 
 # Every field, _return_value (init=False) included, but the two lists, copied apart.
@@ -476,29 +547,28 @@ def _pool_for(alias: str, backend_class: type[ThreadPoolBackend], values: dict[s
 @receiver(setting_changed)
 def _forget_pools(*, setting: str, **kwargs: Any) -> None:
     # Django drops its backend instances when TASKS changes (override_settings); the
-    # next instances then get new pools with the new OPTIONS.
+    # next instances then get
+    # new pools with the new OPTIONS. The old ones run what they hold, then their
+    # workers exit and close their connections.
     if setting == "TASKS":
         with _registry_lock:
+            forgotten = list(_pools.values())
             _pools.clear()
+        for pool in forgotten:
+            pool.retire()
 
 
 def _shutdown_all() -> None:
     with _registry_lock:
         pools = list(_every_pool)
     for pool in pools:
-        pool.shutdown()
+        pool.shutdown(at_exit=True)
 
 
-# The stdlib's pool joins its workers from threading's exit hooks, which run before
-# atexit's and would first run every queued task with no timeout. Ours must stop the
-# queue first, so it joins those hooks: they run last-registered first.
-_register_thread_exit: Callable[[Callable[[], None]], None] | None = getattr(
-    threading, "_register_atexit", None
-)
-if _register_thread_exit is not None:
-    _register_thread_exit(_shutdown_all)
-else:  # pragma: no cover - every CPython we support has it
-    atexit.register(_shutdown_all)
+# The stdlib's pool joins its workers from threading's exit hooks, with no timeout, and
+# would first run every queued task. Ours must stop the queue and let go of the workers
+# still running after SHUTDOWN_TIMEOUT first.
+_compat.register_before_pools_join(_shutdown_all)
 
 
 class ThreadPoolBackend(BaseTaskBackend):

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -24,13 +25,14 @@ if django.VERSION < (6, 0):
     pytest.skip("django.tasks needs Django 6.0 or newer", allow_module_level=True)
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import transaction
+from django.db import connections, transaction
 from django.tasks import Task, TaskContext, TaskResult, TaskResultStatus, task, task_backends
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued, task_finished, task_started
 from django.utils import timezone
 from pytest_django import Settings as SettingsWrapper
 
+from django_thread import _connections
 from django_thread.tasks import BackendShutDownError, ThreadPoolBackend
 from tests.conftest import settle
 from tests.faults import Killer, Outcome, idle_timeout
@@ -627,3 +629,383 @@ def test_interpreter_exit_waits_for_running_and_logs_queued() -> None:
     for result_id in queued:
         assert f"Task id={result_id} path=tests.test_tasks.record did not run" in done.stdout
     assert "still running" not in done.stdout  # the running one was waited for
+
+
+# -- on the edges: every task ends, or is reported, whatever fails ----------------------
+# Each of these failed on 983808c (0.2.0).
+
+ROOT = Path(__file__).resolve().parent.parent
+FINAL = {TaskResultStatus.SUCCESSFUL, TaskResultStatus.FAILED}
+
+
+class ReceiverError(Exception):
+    pass
+
+
+class InjectedError(Exception):
+    pass
+
+
+def raise_in(step: str) -> Any:
+    """A receiver that raises for tasks whose first argument is *step*."""
+
+    def receive(sender: type[Any], task_result: TaskResult[..., Any], **kwargs: Any) -> None:
+        if task_result.args[:1] == [step]:
+            msg = f"{step} receiver of {task_result.id}"
+            raise ReceiverError(msg)
+
+    return receive
+
+
+@pytest.fixture
+def receivers() -> Any:
+    connected: list[tuple[Any, Any]] = []
+
+    def connect(signal: Any, step: str) -> None:
+        receive = raise_in(step)
+        signal.connect(receive)
+        connected.append((signal, receive))
+
+    yield connect
+    for signal, receive in connected:
+        signal.disconnect(receive)
+
+
+# -- 1. raising signal receivers --------------------------------------------------------
+
+
+def test_a_raising_task_finished_receiver_loses_no_task(
+    configure: Configure, receivers: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # On 0.2.0 the worker had taken the next task when the receiver raised: that task
+    # stayed RUNNING forever, never run, and nothing was logged.
+    configure(MAX_WORKERS=1)
+    receivers(task_finished, "finished")
+    gate = task(wait_for_gate).enqueue()
+    wait_running(gate)  # the rest queue behind it, so each is taken right after another
+    with caplog.at_level(logging.ERROR, logger="django_thread.tasks"):
+        results = [task(record).enqueue("finished") for _ in range(4)]
+        GATE.set()
+        wait_all([gate, *results], timeout=20)
+    assert [r.status for r in results] == [TaskResultStatus.SUCCESSFUL] * 4
+    assert ORDER == ["finished"] * 4
+    for result in results:
+        assert f"task_finished receiver raised for task id={result.id}" in caplog.text
+    assert "ReceiverError" in caplog.text  # with the traceback
+
+
+def test_a_raising_task_started_receiver_fails_its_task_and_the_rest_run(
+    configure: Configure, receivers: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Django's ImmediateBackend does not run a task whose task_started receiver raised;
+    # on 0.2.0 ours left it RUNNING forever. It is FAILED, with the receiver's error.
+    configure(MAX_WORKERS=1)
+    receivers(task_started, "started")
+    with caplog.at_level(logging.ERROR, logger="django_thread.tasks"):
+        refused = task(record).enqueue("started")
+        after = task(record).enqueue("after")
+        wait_all([refused, after], timeout=20)
+    assert refused.status == TaskResultStatus.FAILED
+    assert refused.errors[0].exception_class_path == "tests.test_tasks.ReceiverError"
+    assert f"started receiver of {refused.id}" in refused.errors[0].traceback
+    assert after.status == TaskResultStatus.SUCCESSFUL
+    assert ORDER == ["after"]
+
+
+def test_a_raising_task_enqueued_receiver_reaches_the_caller_and_keeps_no_ready_result(
+    backend: ThreadPoolBackend, receivers: Any
+) -> None:
+    seen: list[str] = []
+
+    def remember(sender: type[Any], task_result: TaskResult[..., Any], **kwargs: Any) -> None:
+        seen.append(task_result.id)
+
+    task_enqueued.connect(remember)  # before the raising one: it sees the id
+    receivers(task_enqueued, "enqueued")
+    try:
+        with pytest.raises(ReceiverError):
+            task(record).enqueue("enqueued")
+    finally:
+        task_enqueued.disconnect(remember)
+    [result_id] = seen
+    stored = backend.get_result(result_id)
+    # Not READY for ever (0.2.0): it will never run, so it is FAILED, with the error.
+    assert stored.status == TaskResultStatus.FAILED
+    assert stored.errors[0].exception_class_path == "tests.test_tasks.ReceiverError"
+    assert ORDER == []
+
+
+def test_a_raising_task_enqueued_receiver_after_commit_is_logged_not_raised(
+    backend: ThreadPoolBackend, receivers: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The commit happened: raising out of atomic() would tell the caller it did not.
+    receivers(task_enqueued, "enqueued")
+    with caplog.at_level(logging.ERROR, logger="django_thread.tasks"), transaction.atomic():
+        Note.objects.create(text="committed")
+        result = task(record).enqueue("enqueued")
+    assert Note.objects.filter(text="committed").exists()
+    assert backend.get_result(result.id).status == TaskResultStatus.FAILED
+    assert f"task_enqueued receiver raised for task id={result.id}" in caplog.text
+
+
+# -- 2. a far run_after -----------------------------------------------------------------
+
+
+def test_a_run_after_centuries_away_leaves_the_scheduler_running(configure: Configure) -> None:
+    # On 0.2.0 the scheduler's wait raised OverflowError: the thread died, and every
+    # later deferred task stayed READY.
+    configure(MAX_WORKERS=1)
+    far = task(record).using(run_after=datetime.max.replace(tzinfo=UTC)).enqueue("never")
+    time.sleep(0.2)  # the scheduler's turn: it waits for the far task now
+    soon = task(record).using(run_after=timezone.now() + timedelta(milliseconds=100))
+    result = soon.enqueue("soon")
+    wait_all([result], timeout=10)
+    assert ORDER == ["soon"]
+    far.refresh()
+    assert far.status == TaskResultStatus.READY
+
+
+# -- 3. bad options ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("timeout", [math.inf, math.nan, -1, True])
+def test_a_shutdown_timeout_that_is_not_a_finite_number_is_refused(
+    timeout: float, settings: SettingsWrapper
+) -> None:
+    settings.TASKS = {"default": {"BACKEND": BACKEND, "OPTIONS": {"SHUTDOWN_TIMEOUT": timeout}}}
+    with pytest.raises(ImproperlyConfigured, match=r"'SHUTDOWN_TIMEOUT'.*None"):
+        task_backends["default"]  # creating it is the test
+
+
+# -- 4. and 5. shutdown from a task, and exit bounded by SHUTDOWN_TIMEOUT -----------------
+
+# These tasks need no database: one in memory, whatever the lane's.
+SCRIPT = """
+import logging, sys, time
+import django
+from django.conf import settings
+settings.configure(
+    USE_TZ=True,
+    DATABASES={{"default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}}},
+    INSTALLED_APPS=["tests.testapp"],
+    TASKS={{"default": {{"BACKEND": "django_thread.tasks.ThreadPoolBackend",
+                        "OPTIONS": {{"MAX_WORKERS": 2, "SHUTDOWN_TIMEOUT": {timeout}}}}}}},
+)
+django.setup()
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(name)s %(message)s")
+from django.tasks import task
+from tests import test_tasks as edges
+{body}
+"""
+
+
+def run_script(timeout: float | None, body: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT.format(timeout=timeout, body=body)],
+        capture_output=True,
+        text=True,
+        timeout=60,  # 0.2.0 waited for ever in the first two
+        check=False,
+        cwd=ROOT,
+    )
+    return done, time.monotonic() - started
+
+
+def stop_the_backend() -> None:
+    backend = task_backends["default"]
+    assert isinstance(backend, ThreadPoolBackend)
+    backend.shutdown()
+
+
+def stop_on_finish(sender: type[Any], task_result: TaskResult[..., Any], **kwargs: Any) -> None:
+    if task_result.args[:1] == ["stop"]:
+        stop_the_backend()
+
+
+def test_shutdown_from_a_task_does_not_wait_for_that_task() -> None:
+    done, _ = run_script(
+        None,
+        "result = task(edges.stop_the_backend).enqueue()\n"
+        "while result.refresh() or not result.is_finished: time.sleep(0.01)\n"
+        "print('status', result.status)\n",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "status SUCCESSFUL" in done.stdout
+    assert "still running" not in done.stdout
+
+
+def test_shutdown_from_a_task_finished_receiver_does_not_wait_for_its_thread() -> None:
+    # The receiver runs in the worker between two tasks: it must wait neither for the
+    # task it was told about nor for one its own thread might hold.
+    done, _ = run_script(
+        None,
+        "from django.tasks.signals import task_finished\n"
+        "task_finished.connect(edges.stop_on_finish)\n"
+        "from django.db import transaction\n"
+        "with transaction.atomic():  # all handed over at once, at commit\n"
+        "    results = [task(edges.record).enqueue('stop')]\n"
+        "    results += [task(edges.record).enqueue(str(i)) for i in range(20)]\n"
+        "time.sleep(1)\n"
+        "print('statuses', *sorted({r.refresh() or r.status for r in results}))\n",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "still running" not in done.stdout
+    # Every task ran before the shutdown, or is FAILED and logged as not run.
+    [statuses] = [x.split()[1:] for x in done.stdout.splitlines() if x.startswith("statuses")]
+    assert set(statuses) <= {"SUCCESSFUL", "FAILED"}
+
+
+def sleep_ten_seconds() -> None:
+    time.sleep(10)
+
+
+def test_interpreter_exit_is_bounded_by_shutdown_timeout() -> None:
+    # 0.2.0 exited after 10.1 s: the stdlib's exit hook joins every pool worker with no
+    # timeout. A task still running then is cut off, and logged as such.
+    done, elapsed = run_script(
+        1,
+        "result = task(edges.sleep_ten_seconds).enqueue()\n"
+        "while result.refresh() or result.status != 'RUNNING': time.sleep(0.01)\n"
+        "print('running', result.id)\n",
+    )
+    assert done.returncode == 0, done.stderr
+    [line] = [x for x in done.stdout.splitlines() if x.startswith("running ")]
+    result_id = line.split()[1]
+    assert elapsed < 6, done.stdout  # 1 s of timeout, and the interpreter's start
+    assert (
+        f"Task id={result_id} path=tests.test_tasks.sleep_ten_seconds cut off at exit"
+        in done.stdout
+    )
+
+
+# -- a TASKS change --------------------------------------------------------------------
+
+
+def test_a_tasks_change_closes_the_old_pools_connections(
+    configure: Configure, probe: ServerProbe, conn_settings: Any
+) -> None:
+    conn_settings(max_age=None)  # a worker keeps its connection between tasks
+    baseline = probe.steady()
+    configure(MAX_WORKERS=2)
+    wait_all([task(write_note).enqueue("old pool")])
+    assert settle(probe, baseline + 1) == baseline + 1
+    configure(MAX_WORKERS=3)  # the old pool is forgotten: its idle workers must go
+    assert settle(probe, baseline) == baseline
+    wait_all([task(write_note).enqueue("new pool")])
+    assert Note.objects.count() == 2
+
+
+# -- every step of a task's life, failing ------------------------------------------------
+
+STEPS = ("enqueued", "started", "task", "result", "finished", "tidying", "none")
+TIDYING_FAILS = threading.Event()
+
+
+def faulty(step: str) -> object:
+    Note.objects.create(text=step)
+    if step == "task":
+        msg = "the task itself"
+        raise InjectedError(msg)
+    if step == "tidying":
+        TIDYING_FAILS.set()  # the boundary after this task raises once
+    if step == "result":
+        return object()  # not JSON: storing the result fails
+    return step
+
+
+def test_a_failure_at_every_step_leaves_every_task_final_or_reported(
+    configure: Configure,
+    receivers: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    conn_settings: Any,
+) -> None:
+    conn_settings(max_age=None)  # so the boundary between two tasks has work to do
+    original = _connections._close_if_unusable_or_obsolete
+
+    def tidy(conn: Any) -> None:
+        if TIDYING_FAILS.is_set():
+            TIDYING_FAILS.clear()
+            msg = "tidying"
+            raise InjectedError(msg)
+        original(conn)
+
+    monkeypatch.setattr(_connections, "_close_if_unusable_or_obsolete", tidy)
+    monkeypatch.setattr(_connections, "_only_arms_the_check", lambda conn: False)
+    receivers(task_enqueued, "enqueued")
+    receivers(task_started, "started")
+    receivers(task_finished, "finished")
+    backend = configure(MAX_WORKERS=4, SHUTDOWN_TIMEOUT=1)
+    per_thread = 70
+    results: list[TaskResult[..., Any]] = []
+    refused: list[str] = []
+    lock = threading.Lock()
+
+    def enqueue_many(offset: int) -> None:
+        for i in range(per_thread):
+            step = STEPS[(offset + i) % len(STEPS)]
+            try:
+                if i % 2:  # half of them handed over on commit
+                    with transaction.atomic():
+                        result = task(faulty).enqueue(step)
+                else:
+                    result = task(faulty).enqueue(step)
+            except ReceiverError:
+                with lock:
+                    refused.append(step)
+                continue
+            with lock:
+                results.append(result)
+        connections.close_all()  # a plain thread: its connection is ours to close
+
+    with caplog.at_level(logging.WARNING, logger="django_thread"):
+        threads = [threading.Thread(target=enqueue_many, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        running = task(wait_for_gate).enqueue()  # still running at shutdown
+        wait_all(results, timeout=60)
+        wait_running(running)
+        started = time.monotonic()
+        backend.shutdown()
+        took = time.monotonic() - started
+        GATE.set()
+    assert took < 1 + 2  # SHUTDOWN_TIMEOUT and a margin
+    assert f"Task id={running.id} path=tests.test_tasks.wait_for_gate still running" in (
+        caplog.text
+    )
+    # Enqueued directly, a task_enqueued failure reaches the caller; on commit, it is
+    # logged with the task's id.
+    assert set(refused) == {"enqueued"}
+    assert len(refused) + len(results) == 4 * per_thread
+    expected = {
+        "enqueued": "tests.test_tasks.ReceiverError",
+        "started": "tests.test_tasks.ReceiverError",
+        "task": "tests.test_tasks.InjectedError",
+        "result": "builtins.TypeError",
+    }
+    tidying_failures = caplog.text.count("InjectedError: tidying")
+    rows = 0
+    for result in results:
+        result.refresh()
+        assert result.status in FINAL, result
+        step = result.args[0]
+        if result.errors and "InjectedError: tidying" in result.errors[0].traceback:
+            # The boundary before this task failed: that is its error, and it never ran.
+            assert step not in ("enqueued", "started")
+            tidying_failures += 1
+            continue
+        rows += step not in ("enqueued", "started")
+        if step in expected:
+            assert result.status == TaskResultStatus.FAILED
+            assert result.errors[0].exception_class_path == expected[step], result.errors
+        else:
+            assert result.status == TaskResultStatus.SUCCESSFUL, result.errors
+        if step in ("enqueued", "finished"):
+            assert f"receiver raised for task id={result.id}" in caplog.text
+    # Each boundary failure is a task's error as it begins, or logged as a unit ends.
+    assert tidying_failures >= 1
+    # The database saw every task that ran, and no other: none ran twice, none lost.
+    assert Note.objects.count() == rows
