@@ -82,6 +82,32 @@ _compat.register_before_pools_join(lambda: print("hook ran, task running:", bool
     )
 
 
+def test_a_pools_workers_can_be_daemons_that_exit_lets_go_of() -> None:
+    # The tasks backend bounds exit by SHUTDOWN_TIMEOUT: a worker still running then
+    # must be a daemon thread that the stdlib's exit hook does not join.
+    code = """
+import concurrent.futures, time
+from django_thread import _compat
+class Pool(concurrent.futures.ThreadPoolExecutor):
+    def _adjust_thread_count(self):
+        _compat.start_workers_as_daemons(self, super()._adjust_thread_count)
+pool = Pool(4)
+for _ in range(5):
+    pool.submit(time.sleep, 0).result()
+print("idle worker reused:", len(pool._threads) == 1)
+pool.submit(time.sleep, 60)
+print("daemons:", all(t.daemon for t in pool._threads))
+_compat.register_before_pools_join(lambda: [_compat.forget_worker(t) for t in pool._threads])
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert "idle worker reused: True" in out.stdout, out.stderr
+    assert "daemons: True" in out.stdout, (
+        "the stdlib's workers no longer inherit daemon from the thread that starts them"
+    )
+
+
 def test_djangos_registry_is_a_threading_local() -> None:
     assert _compat.registry() is not None, (
         "connections._connections._storage is no longer a threading.local: "
