@@ -12,7 +12,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 from asgiref.sync import SyncToAsync as _AsgirefSyncToAsync
 from django.conf import settings
 
-from django_thread._connections import UnitOfWork
+from django_thread._connections import UnitOfWork, read_settings
 from django_thread._executor import ThreadPoolExecutor
 
 _P = ParamSpec("_P")
@@ -24,11 +24,9 @@ _pool_lock = threading.Lock()
 
 def sync_to_async_max_workers() -> int:
     """How many threads the shared pool for ``thread_sensitive=False`` calls has."""
-    conf = getattr(settings, "DJANGO_THREAD", None) or {}
-    value = conf.get("SYNC_TO_ASYNC_MAX_WORKERS")
-    if value is None:
-        return min(32, (os.cpu_count() or 1) + 4)
-    return int(value)
+    read_settings()  # a bad DJANGO_THREAD is an error here, in the caller
+    value = (getattr(settings, "DJANGO_THREAD", None) or {}).get("SYNC_TO_ASYNC_MAX_WORKERS")
+    return min(32, (os.cpu_count() or 1) + 4) if value is None else int(value)
 
 
 def default_executor() -> ThreadPoolExecutor:
