@@ -190,7 +190,7 @@ def current_record() -> _ThreadRecord | None:
 # --- settings ----------------------------------------------------------------------
 
 #: Every key of the ``DJANGO_THREAD`` setting, with its default.
-SETTINGS_DEFAULTS: dict[str, Any] = {"HEALTH_CHECK_WINDOW": 0}
+SETTINGS_DEFAULTS: dict[str, Any] = {"HEALTH_CHECK_WINDOW": 0, "SYNC_TO_ASYNC_MAX_WORKERS": None}
 
 _UNREAD = -1.0
 _window = _UNREAD  # HEALTH_CHECK_WINDOW, validated once, read again when settings change
@@ -206,7 +206,15 @@ def settings_problems(value: object) -> list[str]:
         if key not in SETTINGS_DEFAULTS
     ]
     problem = window_problem(value.get("HEALTH_CHECK_WINDOW", 0))
-    return [*problems, problem] if problem else problems
+    if problem:
+        problems.append(problem)
+    workers = value.get("SYNC_TO_ASYNC_MAX_WORKERS")
+    if workers is not None and (type(workers) is not int or workers < 1):
+        problems.append(
+            'DJANGO_THREAD["SYNC_TO_ASYNC_MAX_WORKERS"] must be a whole number of at least '
+            f"1, or None for the stdlib pool's default, not {workers!r}."
+        )
+    return problems
 
 
 def window_problem(value: object) -> str | None:

@@ -30,6 +30,8 @@ BAD = [
     pytest.param({"HEALTH_CHECK_WINDOW": True}, id="window-a-bool"),
     pytest.param({"HEALTH_CHECK_WINDOW": float("nan")}, id="window-nan"),
     pytest.param({"HEALTH_CHECK_WINDOWS": 1}, id="unknown-key"),
+    pytest.param({"SYNC_TO_ASYNC_MAX_WORKERS": 0}, id="async-workers-zero"),
+    pytest.param({"SYNC_TO_ASYNC_MAX_WORKERS": "8"}, id="async-workers-a-string"),
     pytest.param(["HEALTH_CHECK_WINDOW"], id="not-a-dict"),
 ]
 
