@@ -12,6 +12,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 from asgiref.sync import SyncToAsync as _AsgirefSyncToAsync
 from django.conf import settings
 
+from django_thread import _compat
 from django_thread._connections import UnitOfWork, read_settings
 from django_thread._executor import ThreadPoolExecutor
 
@@ -37,7 +38,7 @@ def default_executor() -> ThreadPoolExecutor:
     """
     with _pool_lock:
         # asyncio.run() shuts its default executor down: make a new pool after that
-        if _pool and getattr(_pool[0], "_shutdown", False):
+        if _pool and _compat.is_shut_down(_pool[0]):
             _pool.clear()
         if not _pool:
             _pool.append(
@@ -52,6 +53,7 @@ def default_executor() -> ThreadPoolExecutor:
 class SyncToAsync(_AsgirefSyncToAsync[_P, _R]):
     """asgiref's ``SyncToAsync`` whose every call is a :func:`unit_of_work`."""
 
+    # asgiref's attribute (_compat.ASGIREF_EXECUTOR), read by every call.
     @property
     def _executor(self) -> _StdlibPool | None:
         if self._given_executor is None and not self._thread_sensitive:

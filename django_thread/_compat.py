@@ -83,6 +83,19 @@ register_before_pools_join: Callable[[Callable[[], None]], None] = getattr(
     threading, "_register_atexit", _atexit
 )
 
+
+def is_shut_down(executor: concurrent.futures.Executor) -> bool:
+    """Whether ``shutdown()`` was called on a stdlib pool (``asyncio.run()`` calls it on
+    its default executor)."""
+    return bool(getattr(executor, "_shutdown", False))
+
+
+# --- asgiref ---------------------------------------------------------------------------
+
+# SyncToAsync keeps the executor it was given here (set in __init__, read by each call):
+# django_thread.SyncToAsync replaces it with a property, to hand out its own pool.
+ASGIREF_EXECUTOR = "_executor"
+
 # --- Django's connections ----------------------------------------------------------------
 
 

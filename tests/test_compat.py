@@ -177,3 +177,19 @@ def test_our_pool_drops_its_work_items_as_the_stdlib_does() -> None:
         pool.submit(id, arg).result()
         del arg
         assert freed.wait(5)
+
+
+def test_asgirefs_sync_to_async_reads_its_executor_where_we_hand_out_ours() -> None:
+    import asyncio  # noqa: PLC0415
+
+    from asgiref.sync import SyncToAsync  # noqa: PLC0415
+
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="canary")
+    bridge = SyncToAsync(lambda: threading.current_thread().name, thread_sensitive=False)
+    setattr(bridge, _compat.ASGIREF_EXECUTOR, pool)  # after __init__, as our property does
+    try:
+        name = asyncio.run(bridge())
+    finally:
+        pool.shutdown()
+    assert name.startswith("canary"), "asgiref's SyncToAsync no longer reads _executor"
+    assert _compat.is_shut_down(pool), "the stdlib pool no longer records shutdown()"
