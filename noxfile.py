@@ -39,6 +39,7 @@ MATRIX = [("3.12", "6.1"), ("3.13", "5.2"), ("3.13", "6.1")]
 # The entry points of each example project: management commands that exit non-zero
 # when what the project demonstrates did not happen.
 EXAMPLE_COMMANDS = {
+    "asgi": [["asyncreport"]],
     "conn_max_age": [["connreport"]],
     "failure_scenarios": [["failures"]],
     "migrating": [["digest", "--variant", v] for v in ("legacy", "modern", "third-party")],

@@ -12,8 +12,7 @@ from asgiref.sync import async_to_sync
 from asgiref.sync import sync_to_async as asgiref_sync_to_async
 from django.db import connection, transaction
 
-from django_thread import database_sync_to_async, sync_to_async
-from django_thread._async import default_executor
+from django_thread import database_sync_to_async, default_executor, sync_to_async
 from django_thread.testing import share_connections
 from tests.conftest import ConnSettings
 from tests.faults import IdleTimeout
