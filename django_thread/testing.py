@@ -16,10 +16,13 @@ of your staging environment) for that.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
+from asgiref.sync import sync_to_async as asgiref_sync_to_async
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.test.utils import TestContextDecorator
@@ -27,6 +30,8 @@ from django.test.utils import TestContextDecorator
 from django_thread import _connections
 
 __all__ = ["SharedConnectionError", "share_connections"]
+
+_C = TypeVar("_C", bound=Callable[..., Any])
 
 
 class SharedConnectionError(RuntimeError):
@@ -50,6 +55,10 @@ class share_connections(TestContextDecorator):  # noqa: N801 - reads like overri
         def test_with_pytest(db):
             with share_connections():
                 ...
+
+    In an ``async def`` test, decorate it (or its class), or use ``async with
+    share_connections():``: the connections shared are those of the thread that runs
+    the test's transaction, not the event loop's.
 
     While it is active, each unit of work in another thread (a task of our
     :class:`~django_thread.ThreadPoolExecutor`, the ``run()`` of our
@@ -82,6 +91,26 @@ class share_connections(TestContextDecorator):  # noqa: N801 - reads like overri
         if active is not None:
             _connections.sharing.remove(active)
             active.close()
+
+    # Django runs an async test method in an event loop thread of asgiref's, while the
+    # test's transaction is on the thread that waits for it: thread-sensitive calls run
+    # there, so enable() and disable() are sent there.
+    async def __aenter__(self) -> None:
+        await asgiref_sync_to_async(self.enable)()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await asgiref_sync_to_async(self.disable)()
+
+    def decorate_callable(self, func: _C) -> _C:
+        if not inspect.iscoroutinefunction(func):
+            return super().decorate_callable(func)
+
+        @functools.wraps(func)
+        async def inner(*args: Any, **kwargs: Any) -> Any:
+            async with self:
+                return await func(*args, **kwargs)
+
+        return cast("_C", inner)
 
 
 class _SharedUnit:

@@ -11,6 +11,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from asgiref.sync import sync_to_async as asgiref_sync_to_async
 from django.db import connection, transaction
+from django.test import TestCase
 
 from django_thread import database_sync_to_async, default_executor, sync_to_async
 from django_thread.testing import share_connections
@@ -147,3 +148,27 @@ def test_share_connections_lets_awaited_calls_see_the_test_rows() -> None:
 
     with share_connections():
         assert asyncio.run(count()) == 1
+
+
+class AsyncTestCaseMethods(TestCase):
+    """Django's TestCase runs ``async def`` tests: awaited calls then run in other threads."""
+
+    @classmethod
+    def setUpTestData(cls) -> None:
+        Note.objects.create(text="from setUpTestData")
+
+    async def test_without_sharing_another_thread_sees_none_of_the_rows(self) -> None:
+        count = await sync_to_async(Note.objects.count, thread_sensitive=False)()
+        assert count == 0  # its own connection: the test's rows are uncommitted
+
+    @share_connections()
+    async def test_shared_awaited_calls_see_the_test_rows(self) -> None:
+        await sync_to_async(Note.objects.create, thread_sensitive=False)(text="awaited")
+        count = await sync_to_async(Note.objects.count, thread_sensitive=False)()
+        assert count == 2
+        assert await Note.objects.acount() == 2
+
+    async def test_async_with_shares_the_test_threads_connections(self) -> None:
+        async with share_connections():
+            count = await sync_to_async(Note.objects.count, thread_sensitive=False)()
+        assert count == 1
