@@ -153,6 +153,51 @@ def bench_newest(session: nox.Session, version: str) -> None:
     )
 
 
+@nox.session(python=HOST_PYTHONS)
+def cpython_suites(session: nox.Session) -> None:
+    """CPython's thread-pool and thread tests with our classes substituted for the stdlib's.
+
+    Fails on a test ours fails and the stdlib passes in the same run. The interpreter's
+    own ``test`` package, else Debian's (libpython3.X-testsuite, in /usr/lib/python3.X).
+    """
+    version = session.python
+    assert isinstance(version, str)
+    django = DJANGOS["5.2"] if version == "3.11" else DJANGOS[NEWEST_DJANGO]
+    session.install("-e", ".", django)
+    args = []
+    probe = (
+        "try:\n import test.test_concurrent_futures, test.test_threading\n"
+        "except ImportError:\n print('none')"
+    )
+    if "none" in str(session.run("python", "-c", probe, silent=True)):
+        debian = Path(f"/usr/lib/python{version}")
+        if not (debian / "test" / "test_threading.py").exists():
+            # This machine has none for 3.12 (pyenv's build leaves it out, Debian has
+            # no 3.12): said, not hidden.
+            session.skip(f"no CPython test suite for Python {version} on this machine")
+        args = ["--testsuite", str(debian)]
+    session.run("python", "-m", "tests.cpython_suites", *args)
+
+
+@nox.session(python=None)
+@nox.parametrize("version", SID_PYTHONS)
+def cpython_suites_sid(session: nox.Session, version: str) -> None:
+    """cpython_suites on Python 3.14 / 3.15, in the Debian sid chroot."""
+    if os.geteuid() != 0:
+        reason = "the sid chroot needs root (debootstrap, chroot, mount)"
+        if IN_CI:
+            session.error(reason)
+        session.skip(reason)
+    session.run(
+        str(Path(__file__).parent / ".ci" / "sid-pythons"),
+        "test",
+        version,
+        "cpython",
+        env={"DJANGO_THREAD_DJANGO": DJANGOS[NEWEST_DJANGO]},
+        external=True,
+    )
+
+
 @nox.session(python=None)
 def coverage(session: nox.Session) -> None:
     """Branch coverage of django_thread/, combined over every run since the last combine.
