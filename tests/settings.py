@@ -40,6 +40,9 @@ def database(name: str, vendor: str = VENDOR) -> dict[str, Any]:
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": str(HERE / f"{name}.sqlite3"),
             "TEST": {"NAME": str(HERE / f"test_{name}.sqlite3")},
+            # A writer waits up to 5 s by default: on a loaded 2-core CI machine eight
+            # workers writing at once have waited longer ("database is locked").
+            "OPTIONS": {"timeout": 30},
         }
     if vendor == "sqlite-memory":  # Django's default test database: in memory, shared cache
         return {"ENGINE": "django.db.backends.sqlite3", "NAME": str(HERE / f"{name}.sqlite3")}
