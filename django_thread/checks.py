@@ -14,9 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import django
 from django.apps import apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
 
 from django_thread._connections import CHECKS_URL, settings_problems
 
@@ -29,8 +32,10 @@ def check_database_settings(**kwargs: Any) -> list[CheckMessage]:
     if not apps.is_installed("django_thread"):
         return []
     options = getattr(settings, "DJANGO_THREAD", None)
-    return settings_messages({} if options is None else options) + database_messages(
-        settings.DATABASES
+    return (
+        settings_messages({} if options is None else options)
+        + database_messages(settings.DATABASES)
+        + tasks_messages(getattr(settings, "TASKS", {}))
     )
 
 
@@ -86,6 +91,39 @@ def database_messages(databases: dict[str, dict[str, Any]]) -> list[CheckMessage
                     ),
                     obj=f"DATABASES[{alias!r}]",
                     id="django_thread.W002",
+                )
+            )
+    return messages
+
+
+def tasks_messages(tasks: object) -> list[CheckMessage]:
+    """E002: the ``OPTIONS`` of each ``django_thread.tasks`` backend in ``TASKS``.
+
+    Django reports its own ``TASKS`` problems only when a backend is first used.
+    """
+    if django.VERSION < (6, 0) or not isinstance(tasks, dict):
+        return []
+    from django_thread.tasks import ThreadPoolBackend, validate_options  # noqa: PLC0415
+
+    messages: list[CheckMessage] = []
+    for alias, params in tasks.items():
+        if not isinstance(params, dict):
+            continue
+        try:
+            backend = import_string(str(params.get("BACKEND", "")))
+        except ImportError:
+            continue  # not ours to report
+        if not (isinstance(backend, type) and issubclass(backend, ThreadPoolBackend)):
+            continue
+        try:
+            validate_options(alias, params.get("OPTIONS", {}))
+        except ImproperlyConfigured as exc:
+            messages.append(
+                Error(
+                    str(exc),
+                    hint=f"See {CHECKS_URL}#django-thread-e002",
+                    obj=f"TASKS[{alias!r}]",
+                    id="django_thread.E002",
                 )
             )
     return messages

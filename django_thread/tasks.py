@@ -83,7 +83,9 @@ class BackendShutDownError(TaskException, RuntimeError):
     """Raised by ``enqueue()`` once the backend's pool has been shut down."""
 
 
-def _validate_options(alias: str, options: object) -> dict[str, Any]:
+def validate_options(alias: str, options: object) -> dict[str, Any]:
+    """*options* with the defaults filled in; ImproperlyConfigured naming the first problem."""
+
     def bad(name: str, why: str) -> ImproperlyConfigured:
         return ImproperlyConfigured(f"TASKS[{alias!r}]['OPTIONS'][{name!r}] {why}")
 
@@ -589,7 +591,7 @@ class ThreadPoolBackend(BaseTaskBackend):
 
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)
-        values = _validate_options(alias, self.options)
+        values = validate_options(alias, self.options)
         self.enqueue_on_commit: bool = values["ENQUEUE_ON_COMMIT"]
         self._pool = _pool_for(alias, type(self), values)
 

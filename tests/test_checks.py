@@ -5,6 +5,7 @@ from __future__ import annotations
 from io import StringIO
 from typing import Any
 
+import django
 import pytest
 from django.core.checks import run_checks
 from django.core.management import call_command
@@ -65,3 +66,28 @@ def test_manage_py_check_runs_them_only_with_the_app_installed() -> None:
                 out = StringIO()
                 call_command("check", stderr=out, stdout=out)
                 assert "django_thread.W001" not in out.getvalue()
+
+
+@pytest.mark.skipif(django.VERSION < (6, 0), reason="django.tasks needs Django 6.0 or newer")
+def test_bad_tasks_options_are_e002_naming_the_valid_keys() -> None:
+    from django_thread.checks import tasks_messages  # noqa: PLC0415
+
+    ours = "django_thread.tasks.ThreadPoolBackend"
+    tasks = {
+        "default": {"BACKEND": ours, "OPTIONS": {"MAX_WORKER": 4}},
+        "ok": {"BACKEND": ours, "OPTIONS": {"MAX_WORKERS": 4}},
+        "inf": {"BACKEND": ours, "OPTIONS": {"SHUTDOWN_TIMEOUT": float("inf")}},
+        "theirs": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"},
+    }
+    messages = tasks_messages(tasks)
+    assert [(m.id, m.obj) for m in messages] == [
+        ("django_thread.E002", "TASKS['default']"),
+        ("django_thread.E002", "TASKS['inf']"),
+    ]
+    assert "known: MAX_WORKERS, MAX_RESULTS, ENQUEUE_ON_COMMIT, SHUTDOWN_TIMEOUT" in messages[0].msg
+    with (
+        modify_settings(INSTALLED_APPS={"append": "django_thread"}),
+        override_settings(TASKS=tasks),
+    ):
+        ids = [m.id for m in run_checks(tags=["django_thread"])]
+    assert ids.count("django_thread.E002") == 2
