@@ -12,7 +12,6 @@ from django_thread._connections import (
     begin,
     current_record,
     end,
-    end_shared,
     exit_thread,
     read_settings,
     take_task,
@@ -136,9 +135,8 @@ def _start_worker(
     except BaseException:
         # The stdlib's worker returns right after a failing initializer, reading the
         # queue again only to drain it (here, in this thread): not unit boundaries.
-        rec.pool = rec.unit = None
-        shared, rec.shared = rec.shared, None
-        end_shared(shared)
+        rec.pool = None
+        end(rec)
         exit_thread(rec)
         raise
     end(rec)
