@@ -13,8 +13,8 @@ class Thread(threading.Thread):
 
     Same constructor, methods and behaviour as :class:`threading.Thread`; subclass
     it and override :meth:`~threading.Thread.run`, or pass *target*, exactly as with
-    the stdlib. When the thread is started with :meth:`start`, its ``run()`` is one
-    unit of work:
+    the stdlib. When the thread is started with :meth:`start`, its ``run()`` is the
+    thread's whole life, not one unit of work:
 
     - before it there is nothing to do: a thread that has just started has no
       connection yet, and so no query log to reset;
@@ -24,8 +24,8 @@ class Thread(threading.Thread):
       the database server no longer sees them. A transaction left open is rolled
       back, with an ERROR on the ``django_thread`` logger.
 
-    ``run()`` is the thread's whole life, not one unit of work: a long-running loop
-    inside it marks each pass with :func:`~django_thread.unit_of_work`.
+    Nothing is tidied in between: a long-running loop inside ``run()`` marks each
+    pass with :func:`~django_thread.unit_of_work`.
 
     Calling ``run()`` directly runs it in the caller, like the stdlib does, and
     manages nothing of the caller's connections, also while the thread runs.

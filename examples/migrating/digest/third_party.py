@@ -4,9 +4,10 @@ multiprocessing.pool.ThreadPool stands in for any pool you cannot swap out (an S
 callback threads, a scheduler's executor). Decorating the function it runs makes each
 call a unit of work: health checks are armed, obsolete connections closed.
 
-What unit_of_work cannot do is know when the pool's threads end, so connections young
-enough for CONN_MAX_AGE outlive the pool until the garbage collector runs. Where that
-matters, close them in each worker before the pool ends (as below), or run that work
+A thread that ran a unit of work also closes its connections when it ends, as its
+thread-local state is torn down; but when the pool's threads end is the pool's business.
+To have them closed when send_digests() returns, whatever the pool does with its
+threads, close them in each worker before the pool ends (as below), or run that work
 with CONN_MAX_AGE = 0 or Django's native PostgreSQL pool.
 """
 
