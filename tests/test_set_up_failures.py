@@ -120,6 +120,8 @@ def test_a_half_set_up_connection_left_outside_any_unit_is_closed_as_a_unit_begi
     for name, each_a_unit in [("unit_of_work", True), ("plain", False)]:
 
         def run(name: str = name, each_a_unit: bool = each_a_unit) -> None:
+            assert attempt(each_a_unit=True)  # the thread has run a unit already
+            connections.close_all()
             with set_up_killed(server) as killed:
                 first = attempt(each_a_unit=False)  # outside any unit: fails
             assert len(killed) == 1

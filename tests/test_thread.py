@@ -364,14 +364,16 @@ def test_units_inside_run_are_outer_units(conn_settings: Any) -> None:
 
 
 @pytest.mark.django_db(transaction=True, databases=["default", "other"])
+@pytest.mark.parametrize("failing", ["default", "other"])
 def test_one_alias_failing_to_close_does_not_stop_the_others(
     conn_settings: Any,
     probe: ServerProbe,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    failing: str,
 ) -> None:
-    # The injected failure comes after the real close, on 'default' only; 'other' must
-    # be closed all the same, whichever the thread tidies first.
+    # The injected failure comes after the real close, on one alias only; the other
+    # must be closed all the same, whichever the thread closes first.
     from tests.server import probe_for  # noqa: PLC0415
 
     conn_settings(max_age=None)
@@ -382,8 +384,8 @@ def test_one_alias_failing_to_close_does_not_stop_the_others(
 
     def close_then_fail(self: BaseDatabaseWrapper) -> None:
         real_close(self)
-        if threading.current_thread().name == "two aliases" and self.alias == "default":
-            raise DatabaseError("injected failure while closing 'default'")
+        if threading.current_thread().name == "two aliases" and self.alias == failing:
+            raise DatabaseError(f"injected failure while closing {failing!r}")
 
     def both() -> None:
         query()
@@ -397,7 +399,7 @@ def test_one_alias_failing_to_close_does_not_stop_the_others(
         thread.join()
     monkeypatch.undo()
 
-    assert "injected failure while closing 'default'" in caplog.text
+    assert f"injected failure while closing {failing!r}" in caplog.text
     assert [w.connection is None for w in wrappers] == [True, True]
     assert (settle(probe, baselines[0]), settle(other, baselines[1])) == baselines
     other.close()
