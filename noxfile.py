@@ -8,6 +8,7 @@ tests/settings.py) and skip with a reason when one is unreachable, unless CI is 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -51,6 +52,9 @@ IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 DOCS_CONSTRAINTS = ".ci/docs-constraints.txt"
 # Where `package` leaves the sdist and the wheel for `wheel_tests`.
 DIST = Path("dist")
+# Every pytest run of the suite writes a JUnit XML file here, for `guarantees`
+# (.ci/check_guarantees.py): each test the guarantees page names must have run and passed.
+JUNIT = Path(".ci-results") / "junit"
 
 
 def group(name: str) -> list[str]:
@@ -76,14 +80,22 @@ def install_for(session: nox.Session, database: str, *extra: str) -> None:
     session.install("-e", ".", *test_requirements(session, database), *extra)
 
 
+def junit_xml(name: str) -> str:
+    """pytest's option writing this run's JUnit XML file, named after *name*."""
+    file = re.sub(r"[^\w.]+", "-", name).strip("-") + ".xml"
+    return f"--junitxml={JUNIT / file}"
+
+
 def run_pytest(session: nox.Session, database: str, *args: str) -> None:
     # Under coverage, each run writing its own data file (parallel = true) in the
-    # repository: `nox -s coverage` combines them, whichever sessions ran.
+    # repository: `nox -s coverage` combines them, whichever sessions ran. Each run
+    # writes its JUnit XML file too (one per session and database): `nox -s guarantees`.
     session.run(
         "coverage",
         "run",
         "-m",
         "pytest",
+        junit_xml(f"{session.name}-{database}"),
         *args,
         *session.posargs,
         env={"DJANGO_THREAD_TEST_DB": database},
@@ -132,6 +144,8 @@ def newest(session: nox.Session, version: str, database: str) -> None:
         "test",
         version,
         database,
+        # Relative: in the chroot, pytest runs in the repository, mounted at /src.
+        junit_xml(f"newest-{version}-{database}"),
         *session.posargs,
         env={"DJANGO_THREAD_DJANGO": DJANGOS[NEWEST_DJANGO], "DJANGO_THREAD_SID_COVERAGE": "1"},
         external=True,
@@ -209,6 +223,18 @@ def coverage(session: nox.Session) -> None:
         session.error("no coverage data: run the tests, matrix or newest sessions first")
     session.run("coverage", "combine")
     session.run("coverage", "report")
+
+
+@nox.session(python=None)
+def guarantees(session: nox.Session) -> None:
+    """Every test docs/reference/guarantees.md names ran, passed, and was not always skipped.
+
+    Reads the JUnit XML files in .ci-results/junit/ that the test sessions wrote (`tests`,
+    `matrix`, `newest`): run them first. The checker's own self-test runs first.
+    """
+    session.install(*group("tests"))
+    session.run("python", ".ci/check_guarantees.py", "--self-test")
+    session.run("python", ".ci/check_guarantees.py", "--junit", str(JUNIT))
 
 
 @nox.session(python=None)

@@ -6,6 +6,7 @@ import concurrent.futures
 import gc
 import logging
 import threading
+import time
 import warnings
 from typing import Any
 
@@ -20,7 +21,7 @@ from django.db import (
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.test.utils import override_settings
 
-from django_thread import ThreadPoolExecutor
+from django_thread import Thread, ThreadPoolExecutor
 from tests.conftest import settle
 from tests.server import ServerProbe, probe_for
 from tests.testapp.models import Note
@@ -362,3 +363,52 @@ def test_a_connection_django_no_longer_lists_is_still_tidied(
         futures = in_turn(pool, [open_and_drop, lambda: dropped[0].connection], queued=queued)
     assert futures[0].result() is None
     assert futures[1].result() is None  # closed as the first task ended
+
+
+def test_the_callers_connection_is_untouched_outside_a_transaction(conn_settings: Any) -> None:
+    # CONN_MAX_AGE = 0: any tidying in the caller would close its connection. Outside a
+    # transaction nothing protects it but the rule that the caller's thread is not ours.
+    conn_settings(max_age=0)
+    query()
+    raw = connection.connection
+    thread = Thread(target=query)
+    thread.start()
+    thread.join()
+    assert connection.connection is raw
+    with ThreadPoolExecutor(2) as pool:
+        assert pool.submit(query).result() == 0
+        assert connection.connection is raw
+        assert list(pool.map(lambda _: query(), range(4))) == [0] * 4
+        assert connection.connection is raw
+    assert connection.connection is raw  # the context manager's exit
+    pool = ThreadPoolExecutor(1)
+    pool.submit(query).result()
+    pool.shutdown(wait=True)
+    assert connection.connection is raw
+    assert query() == 0  # and it still works
+
+
+def test_done_callbacks_run_in_the_worker_are_tidied_with_their_task(conn_settings: Any) -> None:
+    # A done-callback added while the task runs is run by the worker as the task ends;
+    # the tidying comes after it, so what the callback opened is closed too, before
+    # the worker waits for more work.
+    conn_settings(max_age=0)
+    gate = threading.Event()
+    opened: list[tuple[str, BaseDatabaseWrapper]] = []
+
+    def callback(future: concurrent.futures.Future[bool]) -> None:
+        query()
+        opened.append((threading.current_thread().name, connections["default"]))
+
+    with ThreadPoolExecutor(1, thread_name_prefix="callbacks") as pool:
+        future = pool.submit(gate.wait, 10)
+        future.add_done_callback(callback)
+        gate.set()
+        assert future.result() is True
+        # The worker goes idle: the callback's connection is closed (polled: the
+        # worker tidies a moment after result() returned).
+        deadline = time.monotonic() + 5
+        while not opened or opened[0][1].connection is not None:
+            assert time.monotonic() < deadline, "the idle worker kept the callback's connection"
+            time.sleep(0.01)
+        assert opened[0][0] == "callbacks_0"

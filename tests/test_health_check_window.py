@@ -194,3 +194,78 @@ def test_the_native_pool_skips_its_check_within_the_window(
         assert len(pings) <= 2
     else:
         assert len(pings) == 50
+
+
+@pytest.mark.skipif(connections["default"].vendor != "postgresql", reason="the native pool")
+@pytest.mark.parametrize("health_checks", [False, True], ids=["checks off", "checks on"])
+def test_the_native_pool_gets_each_units_connection_back(
+    conn_settings: Any, health_checks: bool
+) -> None:
+    # One pooled connection, two workers: a worker that kept its connection once its
+    # unit ended would starve the other, whose checkout then times out.
+    conn_settings(
+        max_age=0, health_checks=health_checks, pool={"min_size": 1, "max_size": 1, "timeout": 2}
+    )
+    wrappers: list[Any] = []
+
+    def task() -> int:
+        connection.ensure_connection()
+        wrappers.append(connections["default"])  # the worker's wrapper, not the proxy
+        return id(connection.connection)
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            raws = [pool.submit(task).result() for _ in range(10)]
+            raws += list(pool.map(lambda _: task(), range(10)))
+            # Idle workers hold nothing: the pool keeps the connection. (Polled: the
+            # tidying may end a moment after result() returned.)
+            deadline = time.monotonic() + 5
+            while any(w.connection is not None for w in wrappers):
+                assert time.monotonic() < deadline, "an idle worker kept its connection"
+                time.sleep(0.01)
+    finally:
+        connections["default"].close_pool()  # type: ignore[attr-defined]
+    assert len(set(raws)) == 1  # the one pooled connection, handed out each time
+
+
+@pytest.mark.skipif(connections["default"].vendor != "postgresql", reason="the native pool")
+@pytest.mark.skipif(
+    django.VERSION < (6, 0), reason="Django 5.2 passes its own check to the pool, refusing ours"
+)
+def test_the_native_pool_checks_a_connection_given_back_after_an_error(
+    conn_settings: Any,
+) -> None:
+    from psycopg_pool import ConnectionPool  # noqa: PLC0415
+
+    from django_thread import check_pooled_connection  # noqa: PLC0415
+
+    conn_settings(
+        max_age=0,
+        health_checks=True,
+        pool={"min_size": 1, "max_size": 1, "check": check_pooled_connection},
+    )
+    real = ConnectionPool.check_connection
+    pings: list[str] = []
+    current = ["warm-up"]
+
+    def counted(raw: Any) -> None:
+        pings.append(current[0])
+        real(raw)
+
+    ConnectionPool.check_connection = staticmethod(counted)  # type: ignore[method-assign,assignment]
+    try:
+        with window(60), ThreadPoolExecutor(1) as pool:
+            for name, work in [("warm-up", query), ("clean", query), ("error", bad_query)]:
+                current[0] = name
+                pool.submit(work).exception()
+            current[0] = "after the error"
+            assert pool.submit(query).result() == 0
+            current[0] = "after a clean unit"
+            assert pool.submit(query).result() == 0
+    finally:
+        ConnectionPool.check_connection = staticmethod(real)  # type: ignore[method-assign]
+        connections["default"].close_pool()  # type: ignore[attr-defined]
+    # Given back cleanly moments ago: no check; given back after an error: checked.
+    assert "clean" not in pings
+    assert "after the error" in pings
+    assert "after a clean unit" not in pings

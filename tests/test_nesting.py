@@ -91,6 +91,26 @@ def test_an_inline_unit_keeps_the_callers_captured_queries(conn_settings: Any) -
 
 
 @pytest.mark.parametrize("max_age", [0, None])
+def test_an_inner_unit_keeps_the_callers_query_log(conn_settings: Any, max_age: int) -> None:
+    # DEBUG's query log, not captured: an outer unit clears it as it begins, an inner
+    # one (here inside a pool task) leaves it, and the task's connection, alone.
+    conn_settings(max_age=max_age)
+
+    def task() -> tuple[int, int, bool]:
+        query()
+        raw = connection.connection
+        before = len(connection.queries)
+        unit_of_work(query)()
+        return before, len(connection.queries), connection.connection is raw
+
+    with override_settings(DEBUG=True), ThreadPoolExecutor(1) as pool:
+        before, after, same = pool.submit(task).result()
+    assert before >= 1
+    assert after == before + 1
+    assert same
+
+
+@pytest.mark.parametrize("max_age", [0, None])
 def test_a_unit_inside_a_view_leaves_the_request_alone(conn_settings: Any, max_age: int) -> None:
     # The view iterates a queryset with a cursor open and calls a decorated helper
     # per row: an inner unit that closed the connection would break the iteration.
@@ -178,6 +198,7 @@ def test_an_outer_unit_that_leaves_a_transaction_open_is_rolled_back(
 ) -> None:
     conn_settings(max_age=None)
     unit_of_work(leave_open)()
+    assert connection.connection is None  # closed, though CONN_MAX_AGE would keep it
     add("next")
     assert texts() == ["next"]
     assert not connection.in_atomic_block

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from django.db import connection, connections
 
-from django_thread import ThreadPoolExecutor
+from django_thread import ThreadPoolExecutor, unit_of_work
 from tests.conftest import settle
 from tests.faults import set_up_killed, set_up_statement
 from tests.server import ServerProbe
@@ -94,6 +94,44 @@ def test_a_session_killed_during_set_up_costs_one_unit_of_work(
             thread.start()
             thread.join()
     assert failures == {"unit_of_work": 1, "plain loop": 5}
+
+
+@POLICIES
+def test_a_half_set_up_connection_left_outside_any_unit_is_closed_as_a_unit_begins(
+    conn_settings: Any, server: ServerProbe, policy: dict[str, Any]
+) -> None:
+    # The failed connect happens outside any unit; the next query runs either in a
+    # unit_of_work, which closes the half set up connection as it begins, or plainly,
+    # where it meets that connection again.
+    conn_settings(**policy, **set_up_statement(server))
+    outcomes: dict[str, list[bool]] = {}
+
+    def attempt(each_a_unit: bool) -> bool:
+        try:
+            if each_a_unit:
+                with unit_of_work():
+                    query()
+            else:
+                query()
+        except Exception:
+            return False
+        return True
+
+    for name, each_a_unit in [("unit_of_work", True), ("plain", False)]:
+
+        def run(name: str = name, each_a_unit: bool = each_a_unit) -> None:
+            assert attempt(each_a_unit=True)  # the thread has run a unit already
+            connections.close_all()
+            with set_up_killed(server) as killed:
+                first = attempt(each_a_unit=False)  # outside any unit: fails
+            assert len(killed) == 1
+            outcomes[name] = [first, attempt(each_a_unit)]
+            connections.close_all()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join()
+    assert outcomes == {"unit_of_work": [False, True], "plain": [False, False]}
 
 
 def current_user() -> str:

@@ -340,3 +340,66 @@ def test_a_threads_loop_connecting_per_unit_is_pointed_out(
         thread.start()
         thread.join()
     assert caplog.text.count("has CONN_MAX_AGE = 0, so every unit of work") == advised
+
+
+def test_units_inside_run_are_outer_units(conn_settings: Any) -> None:
+    # run() is the thread's whole life, not a unit: a unit_of_work inside it acts, as
+    # in any thread, so a long-running loop's passes are each tidied.
+    from django_thread import unit_of_work  # noqa: PLC0415
+
+    conn_settings(max_age=0)
+    seen: list[tuple[bool, bool]] = []
+
+    def loop() -> None:
+        for _ in range(3):
+            with unit_of_work():
+                query()
+                during = connection.connection is not None
+            seen.append((during, connection.connection is None))
+
+    thread = Thread(target=loop)
+    thread.start()
+    thread.join()
+    assert seen == [(True, True)] * 3
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "other"])
+@pytest.mark.parametrize("failing", ["default", "other"])
+def test_one_alias_failing_to_close_does_not_stop_the_others(
+    conn_settings: Any,
+    probe: ServerProbe,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    failing: str,
+) -> None:
+    # The injected failure comes after the real close, on one alias only; the other
+    # must be closed all the same, whichever the thread closes first.
+    from tests.server import probe_for  # noqa: PLC0415
+
+    conn_settings(max_age=None)
+    other = probe_for("other")
+    baselines = (probe.steady(), other.steady())
+    real_close = BaseDatabaseWrapper.close
+    wrappers: list[BaseDatabaseWrapper] = []
+
+    def close_then_fail(self: BaseDatabaseWrapper) -> None:
+        real_close(self)
+        if threading.current_thread().name == "two aliases" and self.alias == failing:
+            raise DatabaseError(f"injected failure while closing {failing!r}")
+
+    def both() -> None:
+        query()
+        Note.objects.using("other").count()
+        wrappers.extend([connections["default"], connections["other"]])
+
+    monkeypatch.setattr(BaseDatabaseWrapper, "close", close_then_fail)
+    with caplog.at_level(logging.ERROR, logger="django_thread"):
+        thread = Thread(target=both, name="two aliases")
+        thread.start()
+        thread.join()
+    monkeypatch.undo()
+
+    assert f"injected failure while closing {failing!r}" in caplog.text
+    assert [w.connection is None for w in wrappers] == [True, True]
+    assert (settle(probe, baselines[0]), settle(other, baselines[1])) == baselines
+    other.close()

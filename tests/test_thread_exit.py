@@ -251,3 +251,57 @@ def test_wrappers_a_task_dropped_open_are_freed_by_the_collector(
             warnings.simplefilter("ignore", ResourceWarning)
             gc.collect()
         assert settle(probe, baseline) == baseline
+
+
+# The interpreter's exit, in a process of its own: threading's exit hooks (where the
+# stdlib pools join their workers) run first, then atexit's, which reports.
+AT_EXIT = """
+import atexit, concurrent.futures, sys
+import django
+from django.conf import settings
+db = {**__import__("json").loads(sys.argv[1]), "CONN_MAX_AGE": None}
+settings.configure(USE_TZ=True, DATABASES={"default": db}, INSTALLED_APPS=[])
+django.setup()
+from django.db import connection, connections
+import django_thread
+pools = {"ours": django_thread.ThreadPoolExecutor, "stdlib": concurrent.futures.ThreadPoolExecutor}
+workers = []
+def work():
+    connection.ensure_connection()
+    workers.append(connections["default"])  # the wrapper, not the proxy
+connection.ensure_connection()
+main = connections["default"]
+pool = pools[sys.argv[2]](1)
+pool.submit(work).result()
+atexit.register(lambda: print(
+    "worker closed", workers[0].connection is None,
+    "main open", main.connection is not None, flush=True,
+))
+"""
+
+
+@pytest.mark.parametrize(("executor", "closed"), [("ours", True), ("stdlib", False)])
+def test_interpreter_exit_closes_the_workers_connections_not_the_main_threads(
+    executor: str, closed: bool
+) -> None:
+    # No shutdown(): the pool is left running, as a script that just ends leaves it.
+    import json  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    db = {
+        key: value
+        for key, value in connections["default"].settings_dict.items()
+        if key in ("ENGINE", "NAME", "HOST", "PORT", "USER", "PASSWORD", "OPTIONS")
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", AT_EXIT, json.dumps(db), executor],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"worker closed {closed} main open True" in done.stdout, done.stdout + done.stderr

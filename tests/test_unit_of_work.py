@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -133,3 +134,31 @@ def test_tidying_a_connection_decides_as_djangos_own_method(
     assert ours == djangos
     closed = errors == "dead" or age == "expired"
     assert djangos[0] is closed  # the states differ: the comparison means something
+
+
+def test_a_backend_that_overrides_the_method_always_gets_it_called(conn_settings: Any) -> None:
+    # A persistent connection with no error: Django's own method would only arm the
+    # health check, so we skip the call. A backend of its own overriding the method
+    # may do more there, and gets it called as each outer unit begins and ends.
+    conn_settings(max_age=None, health_checks=True)
+    calls: list[str] = []
+
+    def units() -> None:
+        conn = connections["default"]
+
+        class Overriding(type(conn)):  # type: ignore[misc]
+            def close_if_unusable_or_obsolete(self) -> None:
+                calls.append(self.alias)
+                super().close_if_unusable_or_obsolete()
+
+        conn.__class__ = Overriding
+        query()  # connected outside a unit: the units below carry it over
+        for _ in range(3):
+            with unit_of_work():
+                query()
+        conn.close()
+
+    thread = threading.Thread(target=units)
+    thread.start()
+    thread.join()
+    assert calls == ["default"] * 6
