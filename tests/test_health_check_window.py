@@ -162,16 +162,19 @@ def test_killed_sessions_cost_at_most_one_task_each(
 )
 @QUEUED
 @pytest.mark.parametrize("seconds", [0, 0.5])
+@pytest.mark.parametrize("health_checks", [True, False], ids=["checks", "no-checks"])
 def test_the_native_pool_skips_its_check_within_the_window(
-    conn_settings: Any, seconds: float, queued: bool
+    conn_settings: Any, seconds: float, queued: bool, health_checks: bool
 ) -> None:
     from psycopg_pool import ConnectionPool  # noqa: PLC0415
 
     from django_thread import check_pooled_connection  # noqa: PLC0415
 
+    # The pool's check is ours either way: CONN_HEALTH_CHECKS only picks Django's
+    # default for it.
     conn_settings(
         max_age=0,
-        health_checks=True,
+        health_checks=health_checks,
         pool={"min_size": 2, "max_size": 2, "check": check_pooled_connection},
     )
     real = ConnectionPool.check_connection
