@@ -890,11 +890,12 @@ def check_pooled_connection(raw: Any) -> None:
     """psycopg_pool's ``check`` for Django's native pool, honouring the window.
 
     Use it as ``OPTIONS = {"pool": {"check": django_thread.check_pooled_connection}}``
-    with ``DJANGO_THREAD = {"HEALTH_CHECK_WINDOW": ...}``, on Django 6.0 and newer
-    (Django 5.2 passes its own ``check`` to the pool and refuses a second one). It
-    skips the ping for a connection that a unit of work gave back to the pool less
-    than the window ago without an error, and otherwise runs
-    ``ConnectionPool.check_connection``, the check Django installs when
+    with ``DJANGO_THREAD = {"HEALTH_CHECK_WINDOW": ...}``, on Django 6.1 and newer
+    (Django 5.2 and 6.0 pass their own ``check`` to the pool and refuse a second one:
+    opening a connection fails with ``TypeError``, and the system check
+    ``django_thread.E002`` says so). It skips the ping for a connection that a unit
+    of work gave back to the pool less than the window ago without an error, and
+    otherwise runs ``ConnectionPool.check_connection``, the check Django installs when
     ``CONN_HEALTH_CHECKS`` is on.
     """
     from psycopg_pool import ConnectionPool  # noqa: PLC0415 - only with the pool

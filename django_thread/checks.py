@@ -54,15 +54,23 @@ def settings_messages(options: object) -> list[CheckMessage]:
     ]
 
 
+#: The first Django whose native pool takes a ``check`` from ``OPTIONS["pool"]``: before,
+#: Django passes ``check=`` to psycopg_pool itself and a second one is a TypeError.
+POOL_CHECK_DJANGO = (6, 1)
+
+
 def database_messages(databases: dict[str, dict[str, Any]]) -> list[CheckMessage]:
-    """W001 and W002, once per database alias that needs them."""
+    """W001, W002 and E002, once per database alias that needs them."""
     messages: list[CheckMessage] = []
     for alias, db in databases.items():
         engine = str(db.get("ENGINE", ""))
         if not engine or engine.endswith(("sqlite3", "dummy")):
             continue
         max_age = db.get("CONN_MAX_AGE", 0)
-        pooled = bool((db.get("OPTIONS") or {}).get("pool"))
+        pool = (db.get("OPTIONS") or {}).get("pool")
+        pooled = bool(pool)
+        if isinstance(pool, dict) and "check" in pool and django.VERSION < POOL_CHECK_DJANGO:
+            messages.append(pool_check_error(alias))
         if max_age == 0 and not pooled:
             messages.append(
                 Warning(
@@ -97,7 +105,7 @@ def database_messages(databases: dict[str, dict[str, Any]]) -> list[CheckMessage
 
 
 def tasks_messages(tasks: object) -> list[CheckMessage]:
-    """E002: the ``OPTIONS`` of each ``django_thread.tasks`` backend in ``TASKS``.
+    """E003: the ``OPTIONS`` of each ``django_thread.tasks`` backend in ``TASKS``.
 
     Django reports its own ``TASKS`` problems only when a backend is first used.
     """
@@ -121,9 +129,29 @@ def tasks_messages(tasks: object) -> list[CheckMessage]:
             messages.append(
                 Error(
                     str(exc),
-                    hint=f"See {CHECKS_URL}#django-thread-e002",
+                    hint=f"See {CHECKS_URL}#django-thread-e003",
                     obj=f"TASKS[{alias!r}]",
-                    id="django_thread.E002",
+                    id="django_thread.E003",
                 )
             )
     return messages
+
+
+def pool_check_error(alias: str) -> Error:
+    """E002: a pool ``check`` of the user's, which Django before 6.1 refuses."""
+    version = ".".join(map(str, django.VERSION[:2]))
+    return Error(
+        f"Database {alias!r} sets OPTIONS['pool']['check'], which Django {version} "
+        "refuses: it passes psycopg_pool a check of its own (chosen by "
+        'CONN_HEALTH_CHECKS), so opening a connection fails with "TypeError: '
+        "ConnectionPool() got multiple values for keyword argument 'check'\".",
+        hint=(
+            "Remove the 'check' key and set CONN_HEALTH_CHECKS = True for Django's "
+            "check of every connection the pool hands out; "
+            "django_thread.check_pooled_connection, which skips it within "
+            "HEALTH_CHECK_WINDOW, needs Django 6.1 or newer. "
+            f"See {CHECKS_URL}#django-thread-e002"
+        ),
+        obj=f"DATABASES[{alias!r}]",
+        id="django_thread.E002",
+    )

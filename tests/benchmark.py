@@ -414,9 +414,11 @@ def _orm_side(
 
 
 def run_suite(vendors: list[str], quick: bool) -> list[Measurement]:
+    import django  # noqa: PLC0415
     from django.db import connections  # noqa: PLC0415
 
     import django_thread  # noqa: PLC0415
+    from django_thread.checks import POOL_CHECK_DJANGO  # noqa: PLC0415
     from tests.faults import counting_pings  # noqa: PLC0415
 
     # Thread start-up time is noisy (the OS schedules them), and so is a server round
@@ -463,6 +465,8 @@ def run_suite(vendors: list[str], quick: bool) -> list[Measurement]:
         for setting in SETTINGS:
             if setting.pool and vendor != "postgresql":
                 continue
+            if setting.pool and setting.window and django.VERSION < POOL_CHECK_DJANGO:
+                continue  # Django 5.2 and 6.0 refuse check_pooled_connection
             with connection_setting(vendor, setting):
                 measurement = alternate(
                     Measurement("ORM tasks", vendor, setting.label, queries),

@@ -17,7 +17,7 @@ from django.db import DatabaseError, connection, connections
 from django.test.utils import override_settings
 
 from django_thread import ThreadPoolExecutor, unit_of_work
-from django_thread.checks import settings_messages
+from django_thread.checks import POOL_CHECK_DJANGO, database_messages, settings_messages
 from tests.faults import IdleTimeout, Killer, Recorder, counting_pings, idle_timeout
 from tests.server import ServerProbe
 from tests.test_faults import (
@@ -158,20 +158,24 @@ def test_killed_sessions_cost_at_most_one_task_each(
 
 @pytest.mark.skipif(connections["default"].vendor != "postgresql", reason="the native pool")
 @pytest.mark.skipif(
-    django.VERSION < (6, 0), reason="Django 5.2 passes its own check to the pool, refusing ours"
+    django.VERSION < POOL_CHECK_DJANGO,
+    reason="Django 5.2 and 6.0 pass their own check to the pool, refusing ours",
 )
 @QUEUED
 @pytest.mark.parametrize("seconds", [0, 0.5])
+@pytest.mark.parametrize("health_checks", [True, False], ids=["checks", "no-checks"])
 def test_the_native_pool_skips_its_check_within_the_window(
-    conn_settings: Any, seconds: float, queued: bool
+    conn_settings: Any, seconds: float, queued: bool, health_checks: bool
 ) -> None:
     from psycopg_pool import ConnectionPool  # noqa: PLC0415
 
     from django_thread import check_pooled_connection  # noqa: PLC0415
 
+    # The pool's check is ours either way: CONN_HEALTH_CHECKS only picks Django's
+    # default for it.
     conn_settings(
         max_age=0,
-        health_checks=True,
+        health_checks=health_checks,
         pool={"min_size": 2, "max_size": 2, "check": check_pooled_connection},
     )
     real = ConnectionPool.check_connection
@@ -230,7 +234,8 @@ def test_the_native_pool_gets_each_units_connection_back(
 
 @pytest.mark.skipif(connections["default"].vendor != "postgresql", reason="the native pool")
 @pytest.mark.skipif(
-    django.VERSION < (6, 0), reason="Django 5.2 passes its own check to the pool, refusing ours"
+    django.VERSION < POOL_CHECK_DJANGO,
+    reason="Django 5.2 and 6.0 pass their own check to the pool, refusing ours",
 )
 def test_the_native_pool_checks_a_connection_given_back_after_an_error(
     conn_settings: Any,
@@ -269,3 +274,28 @@ def test_the_native_pool_checks_a_connection_given_back_after_an_error(
     assert "clean" not in pings
     assert "after the error" in pings
     assert "after a clean unit" not in pings
+
+
+@pytest.mark.skipif(connections["default"].vendor != "postgresql", reason="the native pool")
+@pytest.mark.skipif(
+    django.VERSION >= POOL_CHECK_DJANGO, reason="Django 6.1 takes the pool's check from OPTIONS"
+)
+@pytest.mark.parametrize("health_checks", [True, False], ids=["checks", "no-checks"])
+def test_before_django_6_1_the_native_pool_refuses_our_check_and_e002_says_so(
+    conn_settings: Any, health_checks: bool
+) -> None:
+    """The documented limitation, on the real pool: if a Django 5.2.x or 6.0.x release
+    ever takes the check from OPTIONS as 6.1 does, this fails, and the docs need
+    updating."""
+    from django_thread import check_pooled_connection  # noqa: PLC0415
+
+    options = {"min_size": 1, "max_size": 1, "check": check_pooled_connection}
+    conn_settings(max_age=0, health_checks=health_checks, pool=options)
+    db = connections.settings["default"]
+    assert [m.id for m in database_messages({"default": db})] == ["django_thread.E002"]
+    with window(0.5), ThreadPoolExecutor(1) as pool:
+        future = pool.submit(query)
+        with pytest.raises(TypeError, match="multiple values for keyword argument 'check'"):
+            future.result()
+    # Django's pool property raised before it kept a pool.
+    assert "default" not in connections["default"]._connection_pools  # type: ignore[attr-defined]

@@ -26,7 +26,7 @@ if django.VERSION < (6, 0):
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, transaction
-from django.tasks import Task, TaskContext, TaskResult, TaskResultStatus, task, task_backends
+from django.tasks import TaskContext, TaskResult, TaskResultStatus, task, task_backends
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued, task_finished, task_started
 from django.utils import timezone
@@ -514,7 +514,7 @@ def test_invalid_tasks_get_djangos_errors(configure: Configure) -> None:
     with pytest.raises(InvalidTask, match="Queue 'emails' is not valid"):
         task(queue_name="emails")(record)
     with pytest.raises(InvalidTask, match="priority must be a whole number"):
-        Task(func=record, priority=101)
+        task(priority=101)(record)  # Task(func=...) alone needs Django 6.1
     with pytest.raises(InvalidTask, match="first argument of 'context'"):
         task(takes_context=True)(record)  # type: ignore[arg-type]
 
