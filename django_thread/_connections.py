@@ -790,14 +790,17 @@ def close_thread_connections(rec: _ThreadRecord | None, *, sweep: bool = False) 
         if in_transaction(conn):
             _drop_left_open(conn, "a thread")
             continue
-        _close(conn)
+        _close(conn, thread_exit=True)
     if rec is not None:
         rec.wrappers.clear()
 
 
-def _close(conn: BaseDatabaseWrapper) -> None:
+def _close(conn: BaseDatabaseWrapper, *, thread_exit: bool = False) -> None:
+    # The thread is ending: django_thread.backends may keep a clean connection for
+    # the next thread (only this close gives back; every other one really closes).
+    close = getattr(conn, "close_at_thread_exit", None) if thread_exit else None
     try:
-        conn.close()
+        (close or conn.close)()
     except Exception:
         logger.exception("django_thread: closing database connection %r failed", conn.alias)
 
