@@ -31,10 +31,12 @@ from django.core.exceptions import ImproperlyConfigured
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.db.backends.base.creation import BaseDatabaseCreation
 
     _Base = BaseDatabaseWrapper
+    _CreationBase = BaseDatabaseCreation
 else:
-    _Base = object
+    _Base = _CreationBase = object
 
 logger = logging.getLogger("django_thread")
 
@@ -76,8 +78,10 @@ class _Keep:
         with self.lock:
             return len(self.idle.get(alias, ()))
 
-    def drain(self) -> list[_Kept]:
+    def drain(self, alias: str | None = None) -> list[_Kept]:
         with self.lock:
+            if alias is not None:
+                return self.idle.pop(alias, [])
             kept = [k for idle in self.idle.values() for k in idle]
             self.idle.clear()
             return kept
@@ -91,9 +95,9 @@ def idle_count(alias: str) -> int:
     return _keep.count(alias)
 
 
-def close_idle() -> None:
-    """Close every idle connection kept, of every alias (also run at exit)."""
-    for kept in _keep.drain():
+def close_idle(alias: str | None = None) -> None:
+    """Close the idle connections kept for *alias*, or for every alias (also at exit)."""
+    for kept in _keep.drain(alias):
         _close_raw(kept.raw)
 
 
@@ -259,6 +263,26 @@ class KeepMixin(_Base):
             self.timezone_name,
             settings.USE_TZ,
         )
+
+
+class KeepCreationMixin(_CreationBase):
+    """Test databases are made, copied and dropped with no kept connection to them.
+
+    PostgreSQL refuses to drop or copy a database other sessions are connected to,
+    and a kept connection to the database a test run replaced must not be handed on.
+    """
+
+    def create_test_db(self, *args: Any, **kwargs: Any) -> str:
+        close_idle(self.connection.alias)
+        return super().create_test_db(*args, **kwargs)
+
+    def clone_test_db(self, *args: Any, **kwargs: Any) -> None:
+        close_idle(self.connection.alias)
+        super().clone_test_db(*args, **kwargs)
+
+    def destroy_test_db(self, *args: Any, **kwargs: Any) -> None:
+        close_idle(self.connection.alias)
+        super().destroy_test_db(*args, **kwargs)
 
 
 def _in_memory(conn: BaseDatabaseWrapper) -> bool:

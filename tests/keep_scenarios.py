@@ -4,7 +4,8 @@
 
 Prints one JSON line of results. ``exit``: a thread gives its connection back, and the
 process exits normally. ``fork``: then the process forks, the child exits normally, and
-the parent checks its kept session survived.
+the parent checks its kept session survived. ``testdb``: as a test runner does, create
+a test database, give a connection to it back, and destroy the database.
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ def main(name: str, db: dict[str, Any]) -> dict[str, Any]:
         thread.start()
         thread.join()
         return out[0]
+
+    if name == "testdb":
+        old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
+        kept = in_thread()
+        connection.creation.destroy_test_db(old_name, verbosity=0)
+        return {"session": kept, "idle": idle_count("default")}
 
     before = in_thread()
     result: dict[str, Any] = {"session": before, "idle": idle_count("default")}

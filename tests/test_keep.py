@@ -309,10 +309,10 @@ def test_a_shared_test_connection_is_never_kept(
     assert settle(probe, 1) == 1
 
 
-def _scenario(name: str, probe: ServerProbe) -> dict[str, Any]:
+def _scenario(name: str, probe: ServerProbe, **db_settings: Any) -> dict[str, Any]:
     """Run tests/keep_scenarios.py *name* in a new process, on the test database."""
     db = {k: v for k, v in connections.settings["default"].items() if k != "TEST"}
-    db["ENGINE"] = KEEP
+    db.update(ENGINE=KEEP, **db_settings)
     env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
     done = subprocess.run(
         [sys.executable, str(HERE / "keep_scenarios.py"), name, json.dumps(db)],
@@ -337,3 +337,10 @@ def test_a_fork_child_leaves_the_parents_sessions_alone(server: ServerProbe) -> 
     result = _scenario("fork", server)
     assert result["child"] == 0
     assert result["before"] == result["after"]  # the parent's kept session, still alive
+
+
+def test_a_test_runner_can_destroy_its_test_database(server: ServerProbe) -> None:
+    # PostgreSQL refuses to drop a database that idle kept sessions are connected to.
+    name = str(connections.settings["default"]["NAME"]) + "_runner"
+    result = _scenario("testdb", server, NAME=name)
+    assert result["idle"] == 0

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.backends.postgresql import base
+from django.db.backends.postgresql import base, creation
 
-from django_thread._keep import KeepMixin
+from django_thread._keep import KeepCreationMixin, KeepMixin
+
+
+class DatabaseCreation(KeepCreationMixin, creation.DatabaseCreation):
+    pass
 
 
 class DatabaseWrapper(KeepMixin, base.DatabaseWrapper):
+    creation_class = DatabaseCreation
+
     def _keep_clean(self, raw: Any) -> bool:
         from psycopg.pq import TransactionStatus  # noqa: PLC0415 - psycopg 2 has none
 
