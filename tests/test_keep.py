@@ -28,6 +28,8 @@ from django_thread._keep import close_idle, idle_count
 from django_thread.testing import share_connections
 from tests.conftest import VENDOR, ConnSettings, settle
 from tests.server import ServerProbe
+from tests.testapp.models import Note
+from tests.work import session_id
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -147,6 +149,44 @@ def test_a_pool_reuses_what_an_earlier_pool_gave_back(
             seen += [f.result() for f in futures]
     assert distinct(seen) == 2
     assert settle(probe, 2) == 2
+
+
+@pytest.fixture
+def utc_database(probe: ServerProbe) -> Iterator[None]:
+    """On PostgreSQL, sessions start in UTC: Django's connect then sends no SET."""
+    if VENDOR != "postgresql":
+        yield
+        return
+    conn: Any = probe.conn  # type: ignore[attr-defined]
+    conn.execute(f"ALTER DATABASE \"{probe.database}\" SET timezone TO 'UTC'")
+    try:
+        yield
+    finally:
+        conn.execute(f'ALTER DATABASE "{probe.database}" RESET timezone')
+
+
+def test_prepared_statements_survive_hand_overs(
+    engine: Callable[[str], None], conn_settings: ConnSettings, utc_database: None
+) -> None:
+    # With server-side binding and a prepare_threshold (both off by default) psycopg
+    # prepares a statement run 5 times, DISCARD ALL included, which deallocates itself.
+    pg = {"server_side_binding": True, "prepare_threshold": 5}
+    conn_settings(max_age=None, **(pg if VENDOR == "postgresql" else {}))
+    engine(KEEP)
+
+    def repeat() -> object:
+        for _ in range(6):
+            Note.objects.filter(text="x").count()
+        return session()
+
+    assert distinct([in_thread(repeat) for _ in range(8)]) == 1
+
+    def connect_only() -> object:
+        connection.ensure_connection()
+        return session_id() if VENDOR != "sqlite3" else connection.connection
+
+    # Hand-overs with nothing run in between: only the resets, one after another.
+    assert distinct([in_thread(connect_only) for _ in range(8)]) == 1
 
 
 def _then_wait(barrier: threading.Barrier) -> object:

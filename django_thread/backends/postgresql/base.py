@@ -22,9 +22,9 @@ class DatabaseWrapper(KeepMixin, base.DatabaseWrapper):
         if raw.info.transaction_status != TransactionStatus.IDLE:
             return False
         # Session state a unit set (SET, temporary tables, advisory locks, LISTEN,
-        # prepared statements) must not reach the next thread; psycopg empties its
-        # prepared-statement cache on seeing DISCARD ALL.
-        raw.execute("DISCARD ALL")
+        # prepared statements) must not reach the next thread. psycopg empties its
+        # statement cache on seeing DISCARD ALL, but would prepare it too.
+        raw.execute("DISCARD ALL", prepare=False)
         return True
 
     def _keep_state(self) -> dict[str, Any]:
