@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -24,12 +25,12 @@ from django.db.utils import DatabaseError
 from django.test.utils import modify_settings
 
 from django_thread import Thread, ThreadPoolExecutor, unit_of_work
-from django_thread._keep import close_idle, idle_count
+from django_thread._keep import DEFAULT_KEEP, close_idle, idle_count
 from django_thread.testing import share_connections
 from tests.conftest import VENDOR, ConnSettings, settle
 from tests.server import ServerProbe
 from tests.testapp.models import Note
-from tests.work import session_id
+from tests.work import main_backend_ids, session_id
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -384,3 +385,47 @@ def test_a_test_runner_can_destroy_its_test_database(server: ServerProbe) -> Non
     name = str(connections.settings["default"]["NAME"]) + "_runner"
     result = _scenario("testdb", server, NAME=name)
     assert result["idle"] == 0
+
+
+def _serve_and_count(engine: str, requests: int) -> int:
+    """Serve tests/keep_asgi.py with uvicorn; how many sessions *requests* used."""
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("uvicorn")
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    db = {k: v for k, v in connections.settings["default"].items() if k != "TEST"}
+    db.update(ENGINE=engine, CONN_MAX_AGE=None, CONN_HEALTH_CHECKS=True)
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent), "KEEP_ASGI_DB": json.dumps(db)}
+    args = ["tests.keep_asgi:application", "--port", str(port), "--log-level", "warning"]
+    server = subprocess.Popen([sys.executable, "-m", "uvicorn", *args], env=env)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        with httpx.Client() as client:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    client.get(url)
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline, "uvicorn did not start"
+                    time.sleep(0.1)
+            sessions = set()
+            for _ in range(requests):
+                response = client.get(url)
+                assert response.status_code == 200, response.text
+                sessions.add(response.text)
+        return len(sessions)
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def test_uvicorn_reuses_connections_across_requests(server: ServerProbe) -> None:
+    # Django's ticket #33497: a new thread per request, so every request connects.
+    assert _serve_and_count(PLAIN, 30) == 30
+    # A request's thread gives back only as it ends, which may be after the next
+    # request connected: a worker may open a few, never one per request.
+    assert _serve_and_count(KEEP, 100) <= DEFAULT_KEEP
+    assert server.drained(10, set(server.backend_ids()) - main_backend_ids()) == 0
