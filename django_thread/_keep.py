@@ -90,13 +90,18 @@ class _Keep:
 _keep = _Keep()
 
 
-def idle_count(alias: str) -> int:
-    """How many idle connections *alias* keeps now."""
+def idle_count(alias: str = "default") -> int:
+    """How many idle connections the database alias *alias* keeps now."""
     return _keep.count(alias)
 
 
 def close_idle(alias: str | None = None) -> None:
-    """Close the idle connections kept for *alias*, or for every alias (also at exit)."""
+    """Close the idle connections kept for *alias*, or for every alias.
+
+    Runs by itself at interpreter exit and around a test database's creation and
+    destruction. Connections in use are not touched; they are kept again as their
+    threads end, unless closed otherwise.
+    """
     for kept in _keep.drain(alias):
         _close_raw(kept.raw)
 

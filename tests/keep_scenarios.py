@@ -28,7 +28,7 @@ def main(name: str, db: dict[str, Any]) -> dict[str, Any]:
     from django.db import connection  # noqa: PLC0415
 
     from django_thread import Thread  # noqa: PLC0415
-    from django_thread._keep import idle_count  # noqa: PLC0415
+    from django_thread.backends import idle_count  # noqa: PLC0415
 
     def session() -> int:
         with connection.cursor() as cursor:

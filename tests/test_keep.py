@@ -25,7 +25,8 @@ from django.db.utils import DatabaseError
 from django.test.utils import modify_settings
 
 from django_thread import Thread, ThreadPoolExecutor, unit_of_work
-from django_thread._keep import DEFAULT_KEEP, close_idle, idle_count
+from django_thread._keep import DEFAULT_KEEP
+from django_thread.backends import close_idle, idle_count
 from django_thread.testing import share_connections
 from tests.conftest import VENDOR, ConnSettings, settle
 from tests.server import ServerProbe

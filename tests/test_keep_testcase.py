@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 from django.db import connections
 from django.test import TestCase
 
-from django_thread._keep import close_idle, idle_count
+from django_thread.backends import close_idle, idle_count
 from django_thread.testing import share_connections
 from tests.conftest import VENDOR
 from tests.test_keep import distinct, in_thread, session
