@@ -15,7 +15,7 @@ from django.conf import settings
 
 settings.configure(
     DATABASES={"default": json.loads(os.environ["KEEP_ASGI_DB"])},
-    INSTALLED_APPS=["django_thread"],  # its thread-exit close gives connections back
+    INSTALLED_APPS=[],  # the ENGINE alone gives a request thread's connection back
     ROOT_URLCONF=__name__,
     ALLOWED_HOSTS=["127.0.0.1"],
     SECRET_KEY="django-thread-tests",

@@ -7,6 +7,7 @@ none: the raw connection objects and this process's file handles stand in).
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import socket
@@ -98,7 +99,7 @@ def in_thread(work: Callable[[], T], how: str = "thread") -> T:
 
     if how == "thread":
         thread: threading.Thread = Thread(target=run)
-    else:  # "app": the app's thread-exit close; "unit": unit_of_work's
+    else:  # "app": the app's thread-exit close; "unit": unit_of_work's; "bare": none
         thread = threading.Thread(target=run)
     thread.start()
     thread.join()
@@ -115,7 +116,7 @@ def distinct(keys: list[object]) -> int:
     return len({id(k) if VENDOR == "sqlite3" else k for k in keys})
 
 
-@pytest.mark.parametrize("how", ["thread", "app", "unit"])
+@pytest.mark.parametrize("how", ["thread", "app", "unit", "bare"])
 def test_sequential_threads_share_one_session(
     how: str, engine: Callable[[str], None], conn_settings: ConnSettings, probe: ServerProbe
 ) -> None:
@@ -127,6 +128,9 @@ def test_sequential_threads_share_one_session(
         engine(PLAIN)
         plain = sessions_of(8, how)
         assert distinct(plain) == 8  # Django's ENGINE: every thread connects
+        if how == "bare":  # and nothing closes a plain thread's connections
+            del plain
+            gc.collect()
         assert settle(probe, 0) == 0
 
         engine(KEEP)
