@@ -188,8 +188,12 @@ class KeepMixin(_Base):
 
     def _close(self) -> None:
         raw = self.connection
-        if raw is not None and self._closing_thread and self._give_back(raw):
-            return  # Django's close() now forgets it
+        if raw is not None and self._closing_thread:
+            try:
+                if self._give_back(raw):
+                    return  # Django's close() now forgets it
+            except Exception:  # a reset that failed, a setting gone bad: close it
+                logger.debug("django_thread: a connection was not kept", exc_info=True)
         super()._close()  # type: ignore[misc]  # not in django-stubs
 
     def _give_back(self, raw: Any) -> bool:
@@ -208,11 +212,7 @@ class KeepMixin(_Base):
             and _keep.count(self.alias) < limit  # don't pay the reset for nothing
         ):
             return False
-        try:
-            if not self._keep_clean(raw):
-                return False
-        except Exception:
-            logger.debug("django_thread: a connection could not be reset", exc_info=True)
+        if not self._keep_clean(raw):
             return False
         kept = _Kept(raw, self._born, self._fingerprint(), self._keep_state())
         return _keep.put(self.alias, kept, limit)

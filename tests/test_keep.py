@@ -434,3 +434,20 @@ def test_uvicorn_reuses_connections_across_requests(server: ServerProbe) -> None
     # request connected: a worker may open a few, never one per request.
     assert _serve_and_count(KEEP, 100) <= DEFAULT_KEEP
     assert server.drained(10, set(server.backend_ids()) - main_backend_ids()) == 0
+
+
+@pytest.mark.usefixtures("no_gc")
+def test_a_give_back_that_fails_really_closes(
+    engine: Callable[[str], None], conn_settings: ConnSettings, probe: ServerProbe
+) -> None:
+    conn_settings(max_age=None)
+    engine(KEEP)
+
+    def then_break_the_setting() -> object:
+        key = session()
+        connection.settings_dict["OPTIONS"]["keep"] = -1  # read again at give-back
+        return key
+
+    in_thread(then_break_the_setting)
+    assert idle_count("default") == 0
+    assert settle(probe, 0) == 0
