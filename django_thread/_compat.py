@@ -133,6 +133,13 @@ def forget_atomic_blocks(conn: BaseDatabaseWrapper) -> None:
     conn.closed_in_transaction = False
 
 
+# django_thread.backends (_keep.KeepMixin) overrides two steps of Django's wrapper:
+# - close() lets go of the raw connection in _close() only (sqlite3's close() too), and
+#   forgets it (connection = None) whatever _close() did;
+# - connect() sets close_at *before* get_new_connection() and leaves what it sets, and
+#   is_usable() pings self.connection.
+
+
 # --- django.tasks ---------------------------------------------------------------------
 
 

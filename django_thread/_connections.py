@@ -22,9 +22,10 @@ The rules, each a small function below:
   ends: Django never announced it, and counts it as healthy (:func:`close_half_open`).
 - **At thread exit, close everything** the thread opened, whatever ``CONN_MAX_AGE``
   says, except connections shared with other threads (:func:`close_thread_connections`).
-  Our threads do it as their last step; any other thread that ran a unit of work, or
-  any thread at all when the ``django_thread`` app is installed, does it as its
-  thread-local state is torn down (:meth:`_ThreadExit.__del__`).
+  Our threads do it as their last step; any other thread that ran a unit of work or
+  connected with a ``django_thread.backends`` ENGINE, or any thread at all when the
+  ``django_thread`` app is installed, does it as its thread-local state is torn down
+  (:meth:`_ThreadExit.__del__`).
 - **One lifecycle for every unit** (:func:`begin`, :func:`end`, :func:`step`,
   :func:`exit_thread`): a pool task runs from the worker's read of its work item to its next
   read of the queue, and what named the unit (the work item, with the task's function,
@@ -523,7 +524,8 @@ def _remember(sender: object, connection: BaseDatabaseWrapper, **kwargs: Any) ->
     rec = record()
     rec.connected()  # forget what was freed or closed, so nothing piles up
     rec.wrappers[id(connection)] = weakref.ref(connection)
-    if not rec.close_at_exit and _app_installed():
+    # django_thread.backends' ENGINEs opt in too: their connections are given back there.
+    if not rec.close_at_exit and (hasattr(connection, "close_at_thread_exit") or _app_installed()):
         rec.close_at_exit = True
     if rec.managed:
         _advise_on_reconnects(rec, connection)
@@ -798,14 +800,17 @@ def close_thread_connections(rec: _ThreadRecord | None, *, sweep: bool = False) 
         if in_transaction(conn):
             _drop_left_open(conn, "a thread")
             continue
-        _close(conn)
+        _close(conn, thread_exit=True)
     if rec is not None:
         rec.wrappers.clear()
 
 
-def _close(conn: BaseDatabaseWrapper) -> None:
+def _close(conn: BaseDatabaseWrapper, *, thread_exit: bool = False) -> None:
+    # The thread is ending: django_thread.backends may keep a clean connection for
+    # the next thread (only this close gives back; every other one really closes).
+    close = getattr(conn, "close_at_thread_exit", None) if thread_exit else None
     try:
-        conn.close()
+        (close or conn.close)()
     except Exception:
         logger.exception("django_thread: closing database connection %r failed", conn.alias)
 

@@ -152,6 +152,41 @@ def test_forgetting_atomic_blocks_lets_close_really_close() -> None:
         conn.close()
 
 
+def test_djangos_close_lets_go_in_underscore_close_only() -> None:
+    conn = connections.create_connection("default")
+    conn.ensure_connection()
+    raw = conn.connection
+    calls: list[object] = []
+    conn._close = lambda: calls.append(conn.connection)  # type: ignore[attr-defined]
+    try:
+        conn.close()
+        assert calls == [raw], "close() no longer closes through _close(): nothing is kept"
+        assert conn.connection is None, "close() no longer forgets the raw connection"
+    finally:
+        raw.close()
+
+
+def test_djangos_connect_keeps_the_close_at_get_new_connection_sets(conn_settings: Any) -> None:
+    conn_settings(max_age=60)
+    conn = connections.create_connection("default")
+    connect = conn.get_new_connection
+
+    def get_new_connection(params: Any) -> Any:
+        assert conn.close_at is not None, "connect() sets close_at after get_new_connection()"
+        conn.close_at = 123.0
+        return connect(params)
+
+    conn.get_new_connection = get_new_connection  # type: ignore[method-assign,assignment]
+    try:
+        conn.ensure_connection()
+        assert conn.close_at == 123.0, (
+            "connect() resets close_at after get_new_connection(): a kept connection's "
+            "CONN_MAX_AGE would count from its hand-over"
+        )
+    finally:
+        conn.close()
+
+
 @pytest.mark.skipif(django.VERSION < (6, 0), reason="django.tasks is Django 6.0+")
 def test_a_task_result_stores_its_return_value_where_we_put_it() -> None:
     from django.tasks.base import TaskResult, TaskResultStatus  # noqa: PLC0415
