@@ -621,8 +621,9 @@ def test_interpreter_exit_waits_for_running_and_logs_queued() -> None:
         cwd=Path(__file__).resolve().parent.parent,
     )
     assert done.returncode == 0, done.stderr
-    [line] = [x for x in done.stdout.splitlines() if x.startswith("queued ")]
-    queued = line.split()[1:]
+    lines = [x for x in done.stdout.splitlines() if x.startswith("queued ")]
+    assert len(lines) == 1, (done.stdout, done.stderr)
+    queued = lines[0].split()[1:]
     assert len(queued) == 3
     # Not run by the stdlib pool's own exit hook (which would run the whole queue):
     # stopped, and each one logged.
