@@ -137,13 +137,8 @@ def newest(session: nox.Session, version: str, database: str) -> None:
     .ci/sid-pythons provisions the chroot once (root needed) into
     /var/cache/django-thread/sid, or DJANGO_THREAD_SID_ROOT, and reuses it.
     """
-    if os.geteuid() != 0:
-        reason = "the sid chroot needs root (debootstrap, chroot, mount)"
-        if IN_CI:
-            session.error(reason)
-        session.skip(reason)
-    session.run(
-        str(Path(__file__).parent / ".ci" / "sid-pythons"),
+    in_sid(
+        session,
         "test",
         version,
         database,
@@ -151,23 +146,24 @@ def newest(session: nox.Session, version: str, database: str) -> None:
         junit_xml(f"newest-{version}-{database}"),
         *session.posargs,
         env={"DJANGO_THREAD_DJANGO": DJANGOS[NEWEST_DJANGO], "DJANGO_THREAD_SID_COVERAGE": "1"},
-        external=True,
     )
+
+
+def in_sid(session: nox.Session, *args: str, env: dict[str, str] | None = None) -> None:
+    """.ci/sid-pythons with *args*: it needs root, which CI has."""
+    if os.geteuid() != 0:
+        reason = "the sid chroot needs root (debootstrap, chroot, mount)"
+        if IN_CI:
+            session.error(reason)
+        session.skip(reason)
+    session.run(str(Path(__file__).parent / ".ci" / "sid-pythons"), *args, env=env, external=True)
 
 
 @nox.session(python=None)
 @nox.parametrize("version", SID_PYTHONS)
 def bench_newest(session: nox.Session, version: str) -> None:
     """Benchmarks on Python 3.14 / 3.15, in the sid chroot (see `newest` and `bench`)."""
-    if os.geteuid() != 0:
-        session.skip("the sid chroot needs root (debootstrap, chroot, mount)")
-    session.run(
-        str(Path(__file__).parent / ".ci" / "sid-pythons"),
-        "bench",
-        version,
-        *session.posargs,
-        external=True,
-    )
+    in_sid(session, "bench", version, *session.posargs)
 
 
 @nox.session(python=HOST_PYTHONS)
@@ -200,18 +196,8 @@ def cpython_suites(session: nox.Session) -> None:
 @nox.parametrize("version", SID_PYTHONS)
 def cpython_suites_sid(session: nox.Session, version: str) -> None:
     """cpython_suites on Python 3.14 / 3.15, in the Debian sid chroot."""
-    if os.geteuid() != 0:
-        reason = "the sid chroot needs root (debootstrap, chroot, mount)"
-        if IN_CI:
-            session.error(reason)
-        session.skip(reason)
-    session.run(
-        str(Path(__file__).parent / ".ci" / "sid-pythons"),
-        "test",
-        version,
-        "cpython",
-        env={"DJANGO_THREAD_DJANGO": DJANGOS[NEWEST_DJANGO]},
-        external=True,
+    in_sid(
+        session, "test", version, "cpython", env={"DJANGO_THREAD_DJANGO": DJANGOS[NEWEST_DJANGO]}
     )
 
 
