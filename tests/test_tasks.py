@@ -603,7 +603,8 @@ running = task(sleep_briefly).enqueue()
 while (running.refresh() or running.status) != "RUNNING":
     time.sleep(0.005)
 queued = [task(record).enqueue(str(i)) for i in range(3)]
-print("queued", *[r.id for r in queued])
+# One write: print() writes each word apart, and a worker may log in between.
+sys.stdout.write(" ".join(["queued", *[r.id for r in queued]]) + "\\n")
 """
 
 
@@ -796,6 +797,8 @@ django.setup()
 logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(name)s %(message)s")
 from django.tasks import task
 from tests import test_tasks as edges
+def say(*words):  # one write: print() writes each word apart, and a worker may log between
+    sys.stdout.write(" ".join(map(str, words)) + "\\n")
 {body}
 """
 
@@ -829,7 +832,7 @@ def test_shutdown_from_a_task_does_not_wait_for_that_task() -> None:
         None,
         "result = task(edges.stop_the_backend).enqueue()\n"
         "while result.refresh() or not result.is_finished: time.sleep(0.01)\n"
-        "print('status', result.status)\n",
+        "say('status', result.status)\n",
     )
     assert done.returncode == 0, done.stderr
     assert "status SUCCESSFUL" in done.stdout
@@ -848,7 +851,7 @@ def test_shutdown_from_a_task_finished_receiver_does_not_wait_for_its_thread() -
         "    results = [task(edges.record).enqueue('stop')]\n"
         "    results += [task(edges.record).enqueue(str(i)) for i in range(20)]\n"
         "time.sleep(1)\n"
-        "print('statuses', *sorted({r.refresh() or r.status for r in results}))\n",
+        "say('statuses', *sorted({r.refresh() or r.status for r in results}))\n",
     )
     assert done.returncode == 0, done.stderr
     assert "still running" not in done.stdout
@@ -868,10 +871,10 @@ def test_interpreter_exit_is_bounded_by_shutdown_timeout() -> None:
         1,
         "result = task(edges.sleep_ten_seconds).enqueue()\n"
         "while result.refresh() or result.status != 'RUNNING': time.sleep(0.01)\n"
-        "print('running', result.id)\n"
+        "say('running', result.id)\n"
         "import atexit\n"
         "exiting = time.monotonic()\n"
-        "atexit.register(lambda: print('exit took', time.monotonic() - exiting))\n",
+        "atexit.register(lambda: say('exit took', time.monotonic() - exiting))\n",
     )
     assert done.returncode == 0, done.stderr
     [line] = [x for x in done.stdout.splitlines() if x.startswith("running ")]
