@@ -183,8 +183,11 @@ def test_a_nested_limit_applies_for_its_duration_and_the_outer_one_comes_back(
     assert outer_error is None  # 1.5 s is within the outer limit again
 
 
-def test_a_unit_inside_the_callers_transaction_leaves_it_as_it_was() -> None:
-    # PostgreSQL's settings are transactional: the caller's rollback undoes the set.
+def test_a_unit_inside_the_callers_transaction_leaves_it_as_it_was(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # PostgreSQL's settings are transactional: the caller's rollback undoes the set,
+    # and nothing is run in the failed transaction to put it back.
     with transaction.atomic():
         with unit_of_work(statement_timeout=1):
             assert limit_in_force() == ONE_SECOND
@@ -201,6 +204,7 @@ def test_a_unit_inside_the_callers_transaction_leaves_it_as_it_was() -> None:
     assert Note.objects.count() == 0
     error, _ = timed(lambda: sleep(1.5))
     assert error is None
+    assert not [r for r in caplog.records if r.name == "django_thread"]
 
 
 def test_a_connection_closed_during_the_unit_is_skipped(conn_settings: Any) -> None:
