@@ -5,7 +5,8 @@ limit and returns what was in force, read in the same round trip; :func:`put_bac
 restores it. Which connections, and when, is :mod:`django_thread._connections`'s
 business.
 
-- PostgreSQL: ``statement_timeout`` and ``idle_in_transaction_session_timeout``.
+- PostgreSQL: ``statement_timeout``, and ``idle_in_transaction_session_timeout`` on a
+  connection not already inside a transaction (the caller's, whose session it would end).
 - MariaDB: ``max_statement_time``; MySQL: ``max_execution_time`` (SELECTs only).
 - SQLite: a progress handler that stops the engine once the running statement is older
   than the limit (a trace callback marks each statement's start). SQLite cannot report
@@ -61,6 +62,15 @@ def apply(conn: BaseDatabaseWrapper, seconds: float, depth: int) -> Any:
     with conn.wrap_database_errors, raw.cursor() as cursor:
         if vendor == "postgresql":
             ms = str(_milliseconds(seconds))
+            # In atomic() (begun at its first statement) or in a transaction already.
+            if conn.in_atomic_block or not conn.autocommit or raw.info.transaction_status:
+                # Its idle time is the caller's: an idle limit would end its session.
+                cursor.execute(
+                    "SELECT current_setting('statement_timeout'), "
+                    "set_config('statement_timeout', %s, false)",
+                    [ms],
+                )
+                return cursor.fetchone()[0], None, True
             cursor.execute(
                 "SELECT current_setting('statement_timeout'), "
                 "current_setting('idle_in_transaction_session_timeout'), "
@@ -69,7 +79,7 @@ def apply(conn: BaseDatabaseWrapper, seconds: float, depth: int) -> Any:
                 [ms, ms],
             )
             old = cursor.fetchone()
-            return old[0], old[1], _pg_in_transaction(raw)
+            return old[0], old[1], False
         if vendor == "mysql":
             # SET cannot return a value: the old one stays in a session variable.
             name, value = _mysql_variable(conn, seconds)
@@ -98,21 +108,20 @@ def put_back(conn: BaseDatabaseWrapper, saved: Any) -> None:
             # its rollback (the only way out) undoes ours.
             return
         with conn.wrap_database_errors, raw.cursor() as cursor:
-            cursor.execute(
-                "SELECT set_config('statement_timeout', %s, false), "
-                "set_config('idle_in_transaction_session_timeout', %s, false)",
-                [statement, idle],
-            )
+            if idle is None:
+                cursor.execute("SELECT set_config('statement_timeout', %s, false)", [statement])
+            else:
+                cursor.execute(
+                    "SELECT set_config('statement_timeout', %s, false), "
+                    "set_config('idle_in_transaction_session_timeout', %s, false)",
+                    [statement, idle],
+                )
         return
     name, _ = _mysql_variable(conn, 0)
     with conn.wrap_database_errors, raw.cursor() as cursor:
         cursor.execute(
             f"SET SESSION {name} = @django_thread_limit{saved}, @django_thread_limit{saved} = NULL"
         )
-
-
-def _pg_in_transaction(raw: Any) -> bool:
-    return bool(raw.info.transaction_status)  # IDLE is 0
 
 
 def _mysql_variable(conn: Any, seconds: float) -> tuple[str, float | int]:

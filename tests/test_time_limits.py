@@ -19,6 +19,7 @@ from django.db import OperationalError, connection, connections, transaction
 
 from django_thread import ThreadPoolExecutor, unit_of_work
 from django_thread._connections import next_unit
+from django_thread.testing import share_connections
 from tests.conftest import VENDOR
 from tests.testapp.models import Note
 from tests.work import session_id
@@ -72,6 +73,8 @@ def limit_in_force(alias: str = "default") -> tuple[Any, ...] | None:
 
 DEFAULT = {"postgresql": ("0", "0"), "mysql": (0.0,), "sqlite3": None}[VENDOR]
 ONE_SECOND = {"postgresql": ("1s", "1s"), "mysql": (1.0,), "sqlite3": None}[VENDOR]
+# Inside the caller's transaction PostgreSQL leaves the idle limit alone (see below).
+IN_A_TRANSACTION = {"postgresql": ("1s", "0"), "mysql": (1.0,), "sqlite3": None}[VENDOR]
 THREE_SECONDS = {"postgresql": ("3s", "3s"), "mysql": (3.0,), "sqlite3": None}[VENDOR]
 
 
@@ -190,7 +193,7 @@ def test_a_unit_inside_the_callers_transaction_leaves_it_as_it_was(
     # and nothing is run in the failed transaction to put it back.
     with transaction.atomic():
         with unit_of_work(statement_timeout=1):
-            assert limit_in_force() == ONE_SECOND
+            assert limit_in_force() == IN_A_TRANSACTION
         assert limit_in_force() == DEFAULT
 
     def lost_write() -> None:
@@ -205,6 +208,20 @@ def test_a_unit_inside_the_callers_transaction_leaves_it_as_it_was(
     error, _ = timed(lambda: sleep(1.5))
     assert error is None
     assert not [r for r in caplog.records if r.name == "django_thread"]
+
+
+def test_a_callers_transaction_left_idle_by_the_unit_survives_it() -> None:
+    # The unit works on default for longer than its limit, in short statements, while
+    # its caller's transaction on other waits: only the caller may end that session.
+    with transaction.atomic(using="other"):
+        Note.objects.using("other").create(text="kept")
+        with unit_of_work(statement_timeout=1):
+            assert limit_in_force("other") == IN_A_TRANSACTION
+            for _ in range(3):
+                sleep(0.6)
+        assert Note.objects.using("other").count() == 1
+    assert Note.objects.using("other").count() == 1
+    assert limit_in_force("other") == DEFAULT
 
 
 def test_a_connection_closed_during_the_unit_is_skipped(conn_settings: Any) -> None:
@@ -283,3 +300,21 @@ def test_a_bad_limit_is_refused_where_the_unit_is_entered(value: Any, error: typ
     with unit_of_work():
         assert limit_in_force() == DEFAULT
     assert threading.current_thread() is threading.main_thread()
+
+
+@pytest.mark.django_db(transaction=False, databases=["default", "other"])
+def test_under_share_connections_the_tests_connection_gets_its_setting_back() -> None:
+    # The unit's statements run in the test's transaction: a failed one in a savepoint.
+    def sleep_in_a_savepoint() -> None:
+        with transaction.atomic():
+            sleep(2)
+
+    def work() -> tuple[Any, BaseException | None]:
+        with unit_of_work(statement_timeout=1):
+            return limit_in_force(), timed(sleep_in_a_savepoint)[0]
+
+    with share_connections():
+        [(during, error)] = in_one_worker(work)
+    assert during == IN_A_TRANSACTION
+    assert TIMED_OUT in str(error)
+    assert limit_in_force() == DEFAULT  # the test's own connection, as it was
