@@ -57,7 +57,7 @@ from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import request_finished, request_started, setting_changed
-from django.db import connections
+from django.db import NotSupportedError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 
@@ -453,6 +453,8 @@ class _Limit:
         raw = conn.connection
         try:
             saved = _limits.apply(conn, self.seconds, self.depth)
+        except NotSupportedError:
+            raise
         except Exception:
             if not new and (in_transaction(conn) or conn.allow_thread_sharing):
                 raise  # the caller's connection: the unit cannot run on it as asked

@@ -21,6 +21,7 @@ from django_thread import ThreadPoolExecutor, unit_of_work
 from django_thread._connections import next_unit
 from django_thread.testing import share_connections
 from tests.conftest import VENDOR
+from tests.server import ServerProbe
 from tests.testapp.models import Note
 from tests.work import session_id
 
@@ -222,6 +223,32 @@ def test_a_callers_transaction_left_idle_by_the_unit_survives_it() -> None:
         assert Note.objects.using("other").count() == 1
     assert Note.objects.using("other").count() == 1
     assert limit_in_force("other") == DEFAULT
+
+
+def test_a_connection_the_server_dropped_is_replaced_with_the_limit(
+    conn_settings: Any, server: ServerProbe
+) -> None:
+    # Setting the limit is the unit's first statement: on a dead session it fails, the
+    # connection is closed, and the unit's own first query reconnects, with the limit.
+    conn_settings(max_age=None, health_checks=True)
+
+    def open_one() -> int | None:
+        Note.objects.count()
+        return session_id()
+
+    def limited() -> tuple[int | None, Any, BaseException | None]:
+        with unit_of_work(statement_timeout=1):
+            return session_id(), limit_in_force(), timed(lambda: sleep(2))[0]
+
+    with ThreadPoolExecutor(1) as pool:
+        killed = pool.submit(open_one).result()
+        assert killed is not None
+        server.kill(killed)
+        assert server.drained(5, [killed]) == 0
+        session, seen, error = pool.submit(limited).result()
+    assert session != killed
+    assert seen == ONE_SECOND
+    assert TIMED_OUT in str(error)
 
 
 def test_a_connection_closed_during_the_unit_is_skipped(conn_settings: Any) -> None:
