@@ -282,7 +282,7 @@ def begin(
     Then, under a test's ``share_connections()``, take its connection, and set the
     unit's *statement_timeout* (seconds) on every connection it uses.
     """
-    seconds = _limits.check(statement_timeout)
+    seconds = None if statement_timeout is None else _limits.check(statement_timeout)
     callers = begin_unit(rec) if tidy and rec.wrappers else _NO_CALLERS
     shared = sharing[0].begin(functools.partial(describe, what)) if sharing else None
     if seconds is not None:
@@ -314,13 +314,15 @@ def end(rec: _ThreadRecord) -> None:
 
 def step(rec: _ThreadRecord, what: Any, *, statement_timeout: float | None = None) -> None:
     """From the running outer unit straight to the next, as a busy pool worker goes."""
-    seconds = _limits.check(statement_timeout)
+    seconds = None if statement_timeout is None else _limits.check(statement_timeout)
     if rec.wrappers and rec.shared is None and not sharing and not rec.callers:
-        # The same limit again (a queue's tasks usually share one): keep it set.
-        keep = len(rec.limits) == 1 and rec.limits[0].seconds == seconds
+        keep = False
         try:
-            while rec.limits and not keep:
-                pop_limit(rec)
+            if rec.limits:
+                # The same limit again (a queue's tasks usually share one): keep it set.
+                keep = len(rec.limits) == 1 and rec.limits[0].seconds == seconds
+                while rec.limits and not keep:
+                    pop_limit(rec)
             between_units(rec, functools.partial(describe, rec.unit))
         except Exception:
             logger.exception("django_thread: tidying after %s failed", describe(rec.unit))

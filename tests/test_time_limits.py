@@ -9,7 +9,6 @@ same statement without the limit really runs past it.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -277,13 +276,16 @@ def test_zero_lifts_the_limit_for_the_unit(conn_settings: Any) -> None:
     assert error is None
 
 
-def test_next_unit_passes_each_tasks_limit(conn_settings: Any) -> None:
-    # What django_thread.tasks does per task, inside one pool task.
-    conn_settings(max_age=None)
+@pytest.mark.parametrize("max_age", [0, None])
+def test_next_unit_passes_each_tasks_limit(conn_settings: Any, max_age: int | None) -> None:
+    # What django_thread.tasks does per task, inside one pool task; with max_age 0 each
+    # task's connection is a new one.
+    conn_settings(max_age=max_age)
 
     def one() -> None: ...
     def two() -> None: ...
     def three() -> None: ...
+    def four() -> None: ...
 
     def drain() -> list[Any]:
         seen = []
@@ -293,14 +295,17 @@ def test_next_unit_passes_each_tasks_limit(conn_settings: Any) -> None:
         seen.append((limit_in_force(), None))
         next_unit(three, first=False, statement_timeout=3)
         seen.append((limit_in_force(), None))
+        next_unit(four, first=False, statement_timeout=3)  # the same limit: kept
+        seen.append((limit_in_force(), timed(lambda: sleep(1.5))[0]))
         return seen
 
     def after() -> Any:
         return limit_in_force()
 
     [seen, last] = in_one_worker(drain, after)
-    assert [limits for limits, _ in seen] == [ONE_SECOND, DEFAULT, THREE_SECONDS]
+    assert [limits for limits, _ in seen] == [ONE_SECOND, DEFAULT, THREE_SECONDS, THREE_SECONDS]
     assert TIMED_OUT in str(seen[0][1])
+    assert seen[3][1] is None
     assert last == DEFAULT
 
 
@@ -326,7 +331,6 @@ def test_a_bad_limit_is_refused_where_the_unit_is_entered(value: Any, error: typ
     # Nothing was left behind: the thread runs an ordinary unit afterwards.
     with unit_of_work():
         assert limit_in_force() == DEFAULT
-    assert threading.current_thread() is threading.main_thread()
 
 
 @pytest.mark.django_db(transaction=False, databases=["default", "other"])
