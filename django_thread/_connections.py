@@ -58,11 +58,11 @@ from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import request_finished, request_started, setting_changed
-from django.db import connections
+from django.db import NotSupportedError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 
-from django_thread import _compat
+from django_thread import _compat, _limits
 
 logger = logging.getLogger("django_thread")
 
@@ -82,6 +82,7 @@ class _ThreadRecord:
         "callers",
         "close_at_exit",
         "ended_at",
+        "limits",
         "managed",
         "pool",
         "requests",
@@ -102,7 +103,9 @@ class _ThreadRecord:
         # Ids of the connections inside a transaction the unit's caller opened.
         self.callers: AbstractSet[int] = _NO_CALLERS
         self.shared: SharedUnit | None = None  # a test's connection lent to the unit
-        self.units: list[bool] = []  # per unit_of_work block open: whether it is outer
+        # Per unit_of_work block open: whether it is outer, whether it set a time limit.
+        self.units: list[tuple[bool, bool]] = []
+        self.limits: list[_Limit] = []  # the time limits in force, innermost last
         self.requests = 0  # Django requests in progress in this thread
         self.close_at_exit = False
         self.managed = False  # one of our threads or pool workers: also advised
@@ -280,13 +283,23 @@ setting_changed.connect(_settings_changed, weak=False, dispatch_uid="django_thre
 # never replaces a unit's own result or exception.
 
 
-def begin(rec: _ThreadRecord, what: Any, *, tidy: bool = True) -> None:
+def begin(
+    rec: _ThreadRecord, what: Any, *, tidy: bool = True, statement_timeout: float | None = None
+) -> None:
     """An outer unit, named by *what*, begins: tidy as a request's start does.
 
-    Then, under a test's ``share_connections()``, take its connection.
+    Then, under a test's ``share_connections()``, take its connection, and set the
+    unit's *statement_timeout* (seconds) on every connection it uses.
     """
+    seconds = None if statement_timeout is None else _limits.check(statement_timeout)
     callers = begin_unit(rec) if tidy and rec.wrappers else _NO_CALLERS
     shared = sharing[0].begin(functools.partial(describe, what)) if sharing else None
+    if seconds is not None:
+        try:
+            push_limit(rec, seconds)
+        except BaseException:
+            end_shared(shared)
+            raise
     rec.unit, rec.callers, rec.shared = what, callers, shared
 
 
@@ -294,6 +307,8 @@ def end(rec: _ThreadRecord) -> None:
     """The outer unit ends: tidy as a request's finish does, and let go of the unit."""
     shared, rec.shared = rec.shared, None
     try:
+        while rec.limits:  # before a shared connection goes back to its test
+            pop_limit(rec)
         if shared is not None:
             shared.end()
         if rec.wrappers:
@@ -306,17 +321,28 @@ def end(rec: _ThreadRecord) -> None:
         rec.unit, rec.callers = None, _NO_CALLERS
 
 
-def step(rec: _ThreadRecord, what: Any) -> None:
+def step(rec: _ThreadRecord, what: Any, *, statement_timeout: float | None = None) -> None:
     """From the running outer unit straight to the next, as a busy pool worker goes."""
+    seconds = None if statement_timeout is None else _limits.check(statement_timeout)
     if rec.wrappers and rec.shared is None and not sharing and not rec.callers:
+        keep = False
         try:
+            if rec.limits:
+                # The same limit again (a queue's tasks usually share one): keep it set.
+                keep = len(rec.limits) == 1 and rec.limits[0].seconds == seconds
+                while rec.limits and not keep:
+                    pop_limit(rec)
             between_units(rec, functools.partial(describe, rec.unit))
         except Exception:
             logger.exception("django_thread: tidying after %s failed", describe(rec.unit))
+        if keep:
+            rec.limits[0].forget_closed()
+        elif seconds is not None:
+            push_limit(rec, seconds)
         rec.unit = what
     else:
         end(rec)
-        begin(rec, what)
+        begin(rec, what, statement_timeout=seconds)
 
 
 def exit_thread(rec: _ThreadRecord | None) -> None:
@@ -397,22 +423,96 @@ def take_task(rec: _ThreadRecord, item: Any, *, busy: bool) -> None:
         _compat.make_work_item_raise(item, exc)
 
 
-def next_unit(task: Callable[..., object], *, first: bool) -> None:
+def next_unit(
+    task: Callable[..., object], *, first: bool, statement_timeout: float | None = None
+) -> None:
     """In a pool task that runs several tasks in turn, *task*'s unit begins here.
 
     ``django_thread.tasks`` runs its own queue this way. *first*: the pool task's own
     unit has just begun, so it is only named after *task* (and shared anew under a
-    test's ``share_connections()``). Raises what keeps *task* from starting.
+    test's ``share_connections()``). *statement_timeout*: *task*'s time limit in
+    seconds, as ``unit_of_work`` takes it. Raises what keeps *task* from starting.
     """
+    seconds = _limits.check(statement_timeout)
     rec = current_record()
     if rec is None or rec.pool is None or rec.pool is DRAINING:
         return  # not run by a worker loop of ours
     if first:
         shared, rec.shared = rec.shared, None
         end_shared(shared)
-        begin(rec, task, tidy=False)
+        begin(rec, task, tidy=False, statement_timeout=seconds)
     else:
-        step(rec, task)
+        step(rec, task, statement_timeout=seconds)
+
+
+# --- time limits the database enforces --------------------------------------------
+
+
+class _Limit:
+    """One unit's time limit, and what it replaced on each connection it was set on."""
+
+    __slots__ = ("depth", "saved", "seconds")
+
+    def __init__(self, seconds: float, depth: int) -> None:
+        self.seconds = seconds
+        self.depth = depth
+        # (wrapper, its connection when the limit was set, what was in force before)
+        self.saved: list[tuple[BaseDatabaseWrapper, Any, Any]] = []
+
+    def add(self, conn: BaseDatabaseWrapper, *, new: bool = False) -> None:
+        """Set the limit on *conn*'s open connection. *new*: from connection_created."""
+        raw = conn.connection
+        try:
+            saved = _limits.apply(conn, self.seconds, self.depth)
+        except NotSupportedError:
+            raise
+        except Exception:
+            if not new and (in_transaction(conn) or conn.allow_thread_sharing):
+                raise  # the caller's connection: the unit cannot run on it as asked
+            # Most likely dead: closed, it reconnects with the limit at its next query.
+            # A new connection is closed too, so nobody uses it without the limit.
+            _close(conn)
+            if new:
+                raise
+            return
+        self.saved.append((conn, raw, saved))
+
+    def forget_closed(self) -> None:
+        self.saved = [entry for entry in self.saved if entry[0].connection is entry[1]]
+
+    def put_back(self) -> None:
+        """Restore each connection still open; one that fails is closed, if it can be."""
+        for conn, raw, saved in reversed(self.saved):
+            if conn.connection is not raw:
+                continue  # closed during the unit (a reconnect has an entry of its own)
+            try:
+                _limits.put_back(conn, saved)
+            except Exception:
+                logger.exception(
+                    "django_thread: restoring the time limit on database %r failed", conn.alias
+                )
+                if not (in_transaction(conn) or conn.allow_thread_sharing):
+                    _close(conn)  # never hand a connection on with a limit not its own
+        self.saved.clear()
+
+
+def push_limit(rec: _ThreadRecord, seconds: float) -> None:
+    """Set a unit's limit on the calling thread's open connections (and, through
+    connection_created, on those it opens until :func:`pop_limit`)."""
+    limit = _Limit(seconds, len(rec.limits))
+    rec.limits.append(limit)
+    try:
+        for conn in list(registered_wrappers()):
+            if getattr(conn, "connection", None) is not None:  # asgiref's store has none
+                limit.add(conn)
+    except BaseException:
+        pop_limit(rec)
+        raise
+
+
+def pop_limit(rec: _ThreadRecord) -> None:
+    """End the innermost limit: each connection gets back what it had before."""
+    rec.limits.pop().put_back()
 
 
 # --- unit_of_work ---------------------------------------------------------------------
@@ -428,18 +528,23 @@ class UnitOfWork(ContextDecorator):
     record, never on the instance.
     """
 
-    def __init__(self, name: str | None = None) -> None:
+    def __init__(self, name: str | None = None, statement_timeout: float | None = None) -> None:
         self.name = name
+        self.statement_timeout = _limits.check(statement_timeout)
 
     def __enter__(self) -> None:
         read_settings()  # a bad setting is an error here, before anything is counted
         rec = record()
         rec.close_at_exit = True  # whoever made this thread, it closes what it opened
         outer = not is_inner(rec)
+        seconds = self.statement_timeout
         if outer:
             close_half_open(rec)  # left by this thread's code before the unit
-            begin(rec, self.name or sys._getframe(1))  # the frame names the with block
-        rec.units.append(outer)
+            # The frame names the with block.
+            begin(rec, self.name or sys._getframe(1), statement_timeout=seconds)
+        elif seconds is not None:
+            push_limit(rec, seconds)  # an inner unit changes nothing else
+        rec.units.append((outer, seconds is not None))
 
     def __exit__(
         self,
@@ -448,8 +553,14 @@ class UnitOfWork(ContextDecorator):
         traceback: TracebackType | None,
     ) -> None:
         rec = record()
-        if rec.units.pop():  # the outer unit: tidy, as a request's end does
+        outer, limited = rec.units.pop()
+        if outer:  # the outer unit: tidy, as a request's end does
             end(rec)
+        elif limited:
+            try:
+                pop_limit(rec)
+            except Exception:
+                logger.exception("django_thread: restoring a time limit failed")
 
     def __call__(self, func: F) -> F:
         if inspect.iscoroutinefunction(func):
@@ -459,7 +570,9 @@ class UnitOfWork(ContextDecorator):
                 "pass to sync_to_async() or asyncio.to_thread() instead."
             )
             raise TypeError(msg)
-        unit = UnitOfWork(self.name or f"{func.__module__}.{func.__qualname__}()")
+        unit = UnitOfWork(
+            self.name or f"{func.__module__}.{func.__qualname__}()", self.statement_timeout
+        )
 
         @functools.wraps(func)
         def run_as_unit(*args: Any, **kwargs: Any) -> Any:
@@ -472,8 +585,12 @@ class UnitOfWork(ContextDecorator):
 @overload
 def unit_of_work(func: F, /) -> F: ...
 @overload
-def unit_of_work(*, name: str | None = None) -> UnitOfWork: ...
-def unit_of_work(func: F | None = None, /, *, name: str | None = None) -> F | UnitOfWork:
+def unit_of_work(
+    *, name: str | None = None, statement_timeout: float | None = None
+) -> UnitOfWork: ...
+def unit_of_work(
+    func: F | None = None, /, *, name: str | None = None, statement_timeout: float | None = None
+) -> F | UnitOfWork:
     """Treat a block or a function as one unit of work, the way Django treats a request.
 
     Use it in threads this library does not create: each pass of a long-running loop,
@@ -502,9 +619,15 @@ def unit_of_work(func: F | None = None, /, *, name: str | None = None) -> F | Un
     :param func: the function to decorate, when used bare as ``@unit_of_work``.
     :param name: how errors name the unit; defaults to the decorated function's path,
         or the file and line of the ``with`` statement.
+    :param statement_timeout: a time limit in seconds that the database enforces on
+        each statement the unit runs, on every connection it uses (PostgreSQL
+        ``statement_timeout`` and ``idle_in_transaction_session_timeout``, MariaDB
+        ``max_statement_time``, MySQL ``max_execution_time``, SQLite a progress
+        handler); each connection is put back as it was when the unit ends. A unit
+        inside another one applies its own limit for its duration. 0 lifts any limit.
     """
     if func is None:
-        return UnitOfWork(name)
+        return UnitOfWork(name, statement_timeout)
     given: object = func  # typed callers cannot pass anything else; others can
     if not callable(given):
         msg = f"unit_of_work() takes a function to decorate, not {type(given).__name__}"
@@ -524,6 +647,8 @@ def _remember(sender: object, connection: BaseDatabaseWrapper, **kwargs: Any) ->
     rec = record()
     rec.connected()  # forget what was freed or closed, so nothing piles up
     rec.wrappers[id(connection)] = weakref.ref(connection)
+    for limit in rec.limits:  # outermost first, each saving what the one before set
+        limit.add(connection, new=True)
     # django_thread.backends' ENGINEs opt in too: their connections are given back there.
     if not rec.close_at_exit and (hasattr(connection, "close_at_thread_exit") or _app_installed()):
         rec.close_at_exit = True

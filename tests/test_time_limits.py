@@ -1,0 +1,351 @@
+"""unit_of_work(statement_timeout=...): a time limit the database itself enforces.
+
+PostgreSQL cancels the statement (statement_timeout), MariaDB interrupts it
+(max_statement_time), SQLite's engine stops at its progress handler. Each test runs
+on a real database and asserts the database's own error; the plain case shows that the
+same statement without the limit really runs past it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.db import OperationalError, connection, connections, transaction
+
+from django_thread import ThreadPoolExecutor, unit_of_work
+from django_thread._connections import next_unit
+from django_thread.testing import share_connections
+from tests.conftest import VENDOR
+from tests.server import ServerProbe
+from tests.testapp.models import Note
+from tests.work import session_id
+
+pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "other"])
+
+# What each database says when it stops a statement at the limit.
+TIMED_OUT = {
+    "postgresql": "canceling statement due to statement timeout",
+    "mysql": "max_statement_time exceeded",
+    "sqlite3": "interrupted",
+}[VENDOR]
+
+
+def sleep(seconds: float, alias: str = "default") -> None:
+    """One statement that runs for *seconds* on the server (SQLite: in its engine)."""
+    conn = connections[alias]
+    with conn.cursor() as cursor:
+        if conn.vendor == "postgresql":
+            cursor.execute("SELECT pg_sleep(%s)", [seconds])
+        elif conn.vendor == "mysql":
+            cursor.execute("SELECT SLEEP(%s)", [seconds])
+        else:
+            # SQLite has no sleep(): a recursive query that counts until a clock read
+            # once per row passes the deadline, run step by step by the engine.
+            assert conn.connection is not None
+            conn.connection.create_function("tl_clock", 0, time.monotonic)
+            cursor.execute(
+                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
+                "WHERE tl_clock() < %s) SELECT count(*) FROM c",
+                [time.monotonic() + seconds],
+            )
+        cursor.fetchall()
+
+
+def limit_in_force(alias: str = "default") -> tuple[Any, ...] | None:
+    """The session's time limits as the server reports them (None on SQLite)."""
+    conn = connections[alias]
+    with conn.cursor() as cursor:
+        if conn.vendor == "postgresql":
+            cursor.execute(
+                "SELECT current_setting('statement_timeout'), "
+                "current_setting('idle_in_transaction_session_timeout')"
+            )
+        elif conn.vendor == "mysql":
+            cursor.execute("SELECT @@SESSION.max_statement_time")
+        else:
+            return None
+        return tuple(cursor.fetchone())
+
+
+DEFAULT = {"postgresql": ("0", "0"), "mysql": (0.0,), "sqlite3": None}[VENDOR]
+ONE_SECOND = {"postgresql": ("1s", "1s"), "mysql": (1.0,), "sqlite3": None}[VENDOR]
+# Inside the caller's transaction PostgreSQL leaves the idle limit alone (see below).
+IN_A_TRANSACTION = {"postgresql": ("1s", "0"), "mysql": (1.0,), "sqlite3": None}[VENDOR]
+THREE_SECONDS = {"postgresql": ("3s", "3s"), "mysql": (3.0,), "sqlite3": None}[VENDOR]
+
+
+def in_one_worker(*steps: Callable[[], Any]) -> list[Any]:
+    """Run *steps* one after another in the same pool worker thread."""
+    with ThreadPoolExecutor(1) as pool:
+        return [pool.submit(step).result() for step in steps]
+
+
+def timed(fn: Callable[[], Any]) -> tuple[BaseException | None, float]:
+    started = time.monotonic()
+    try:
+        fn()
+    except Exception as exc:
+        return exc, time.monotonic() - started
+    return None, time.monotonic() - started
+
+
+def test_without_a_limit_the_statement_runs_long(conn_settings: Any) -> None:
+    # The control: the statements below really outlast a 1 s limit.
+    conn_settings(max_age=None)
+
+    def plain() -> None:
+        with unit_of_work():
+            sleep(1.5)
+
+    [(error, elapsed)] = in_one_worker(lambda: timed(plain))
+    assert error is None
+    assert elapsed >= 1.5
+
+
+def test_a_statement_over_the_limit_fails_and_its_transaction_rolls_back(
+    conn_settings: Any,
+) -> None:
+    conn_settings(max_age=None)  # the same connection serves the next unit
+
+    def limited() -> tuple[BaseException | None, float, Any, int | None]:
+        with unit_of_work(statement_timeout=1):
+            seen = limit_in_force()
+            with transaction.atomic():
+                Note.objects.create(text="lost")
+                error, elapsed = timed(lambda: sleep(5))
+                if error is not None:
+                    raise error
+        return None, elapsed, seen, session_id()
+
+    def limited_unit() -> tuple[BaseException | None, float, Any, int | None]:
+        started = time.monotonic()
+        try:
+            return limited()
+        except Exception as exc:
+            return exc, time.monotonic() - started, None, session_id()
+
+    def next_unit_in_thread() -> tuple[Any, int | None, BaseException | None]:
+        with unit_of_work():
+            error, _ = timed(lambda: sleep(1.5))
+            return limit_in_force(), session_id(), error
+
+    (error, elapsed, _, session), (after, next_session, next_error) = in_one_worker(
+        limited_unit, next_unit_in_thread
+    )
+    assert isinstance(error, OperationalError)
+    assert TIMED_OUT in str(error)
+    assert elapsed < 4
+    assert Note.objects.count() == 0  # rolled back on the server
+    assert next_session == session  # the very same connection ...
+    assert after == DEFAULT  # ... is back at the server's default
+    assert next_error is None  # and runs long statements again
+
+
+def test_the_limit_is_set_on_connections_already_open_and_opened_during_the_unit(
+    conn_settings: Any,
+) -> None:
+    conn_settings(max_age=None)
+
+    def work() -> tuple[Any, ...]:
+        Note.objects.count()  # default is open before the unit; other is not
+        before = limit_in_force()
+        with unit_of_work(statement_timeout=1):
+            during = limit_in_force(), limit_in_force("other")
+            errors = timed(lambda: sleep(3))[0], timed(lambda: sleep(3, "other"))[0]
+        return before, during, errors, (limit_in_force(), limit_in_force("other"))
+
+    [(before, during, errors, after)] = in_one_worker(work)
+    assert before == DEFAULT
+    assert during == (ONE_SECOND, ONE_SECOND)
+    assert all(TIMED_OUT in str(error) for error in errors), errors
+    assert after == (DEFAULT, DEFAULT)
+
+
+def test_a_nested_limit_applies_for_its_duration_and_the_outer_one_comes_back(
+    conn_settings: Any,
+) -> None:
+    conn_settings(max_age=None)
+
+    def work() -> tuple[Any, ...]:
+        with unit_of_work(statement_timeout=3):
+            outer = limit_in_force()
+            with unit_of_work(statement_timeout=1):
+                inner = limit_in_force()
+                inner_error = timed(lambda: sleep(2))[0]
+            back = limit_in_force()
+            outer_error = timed(lambda: sleep(1.5))[0]
+        return outer, inner, inner_error, back, outer_error, limit_in_force()
+
+    [(outer, inner, inner_error, back, outer_error, after)] = in_one_worker(work)
+    assert (outer, inner, back, after) == (THREE_SECONDS, ONE_SECOND, THREE_SECONDS, DEFAULT)
+    assert TIMED_OUT in str(inner_error)
+    assert outer_error is None  # 1.5 s is within the outer limit again
+
+
+def test_a_unit_inside_the_callers_transaction_leaves_it_as_it_was(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # PostgreSQL's settings are transactional: the caller's rollback undoes the set,
+    # and nothing is run in the failed transaction to put it back.
+    with transaction.atomic():
+        with unit_of_work(statement_timeout=1):
+            assert limit_in_force() == IN_A_TRANSACTION
+        assert limit_in_force() == DEFAULT
+
+    def lost_write() -> None:
+        with transaction.atomic(), unit_of_work(statement_timeout=1):
+            Note.objects.create(text="lost")
+            sleep(3)
+
+    with pytest.raises(OperationalError, match=TIMED_OUT):
+        lost_write()
+    assert limit_in_force() == DEFAULT
+    assert Note.objects.count() == 0
+    error, _ = timed(lambda: sleep(1.5))
+    assert error is None
+    assert not [r for r in caplog.records if r.name == "django_thread"]
+
+
+def test_a_callers_transaction_left_idle_by_the_unit_survives_it() -> None:
+    # The unit works on default for longer than its limit, in short statements, while
+    # its caller's transaction on other waits: only the caller may end that session.
+    with transaction.atomic(using="other"):
+        Note.objects.using("other").create(text="kept")
+        with unit_of_work(statement_timeout=1):
+            assert limit_in_force("other") == IN_A_TRANSACTION
+            for _ in range(3):
+                sleep(0.6)
+        assert Note.objects.using("other").count() == 1
+    assert Note.objects.using("other").count() == 1
+    assert limit_in_force("other") == DEFAULT
+
+
+def test_a_connection_the_server_dropped_is_replaced_with_the_limit(
+    conn_settings: Any, server: ServerProbe
+) -> None:
+    # Setting the limit is the unit's first statement: on a dead session it fails, the
+    # connection is closed, and the unit's own first query reconnects, with the limit.
+    conn_settings(max_age=None, health_checks=True)
+
+    def open_one() -> int | None:
+        Note.objects.count()
+        return session_id()
+
+    def limited() -> tuple[int | None, Any, BaseException | None]:
+        with unit_of_work(statement_timeout=1):
+            return session_id(), limit_in_force(), timed(lambda: sleep(2))[0]
+
+    with ThreadPoolExecutor(1) as pool:
+        killed = pool.submit(open_one).result()
+        assert killed is not None
+        server.kill(killed)
+        assert server.drained(5, [killed]) == 0
+        session, seen, error = pool.submit(limited).result()
+    assert session != killed
+    assert seen == ONE_SECOND
+    assert TIMED_OUT in str(error)
+
+
+def test_a_connection_closed_during_the_unit_is_skipped(conn_settings: Any) -> None:
+    conn_settings(max_age=None)
+
+    def work() -> tuple[Any, Any]:
+        with unit_of_work(statement_timeout=1):
+            Note.objects.count()
+            connection.close()
+            Note.objects.count()  # a new connection: it gets the limit too
+            during = limit_in_force()
+        return during, limit_in_force()
+
+    assert in_one_worker(work) == [(ONE_SECOND, DEFAULT)]
+
+
+def test_zero_lifts_the_limit_for_the_unit(conn_settings: Any) -> None:
+    conn_settings(max_age=None)
+
+    def work() -> tuple[Any, BaseException | None]:
+        with unit_of_work(statement_timeout=1), unit_of_work(statement_timeout=0):
+            return limit_in_force(), timed(lambda: sleep(1.5))[0]
+
+    [(seen, error)] = in_one_worker(work)
+    assert seen == DEFAULT
+    assert error is None
+
+
+@pytest.mark.parametrize("max_age", [0, None])
+def test_next_unit_passes_each_tasks_limit(conn_settings: Any, max_age: int | None) -> None:
+    # What django_thread.tasks does per task, inside one pool task; with max_age 0 each
+    # task's connection is a new one.
+    conn_settings(max_age=max_age)
+
+    def one() -> None: ...
+    def two() -> None: ...
+    def three() -> None: ...
+    def four() -> None: ...
+
+    def drain() -> list[Any]:
+        seen = []
+        next_unit(one, first=True, statement_timeout=1)
+        seen.append((limit_in_force(), timed(lambda: sleep(2))[0]))
+        next_unit(two, first=False)
+        seen.append((limit_in_force(), None))
+        next_unit(three, first=False, statement_timeout=3)
+        seen.append((limit_in_force(), None))
+        next_unit(four, first=False, statement_timeout=3)  # the same limit: kept
+        seen.append((limit_in_force(), timed(lambda: sleep(1.5))[0]))
+        return seen
+
+    def after() -> Any:
+        return limit_in_force()
+
+    [seen, last] = in_one_worker(drain, after)
+    assert [limits for limits, _ in seen] == [ONE_SECOND, DEFAULT, THREE_SECONDS, THREE_SECONDS]
+    assert TIMED_OUT in str(seen[0][1])
+    assert seen[3][1] is None
+    assert last == DEFAULT
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        pytest.param(-1, ValueError, id="negative"),
+        pytest.param(math.nan, ValueError, id="nan"),
+        pytest.param(math.inf, ValueError, id="inf"),
+        pytest.param(True, TypeError, id="bool"),
+        pytest.param("1", TypeError, id="str"),
+    ],
+)
+def test_a_bad_limit_is_refused_where_the_unit_is_entered(value: Any, error: type) -> None:
+    with pytest.raises(error, match="statement_timeout"):
+        unit_of_work(statement_timeout=value)
+    with pytest.raises(error, match="statement_timeout"):
+        next_unit(
+            test_a_bad_limit_is_refused_where_the_unit_is_entered,
+            first=True,
+            statement_timeout=value,
+        )
+    # Nothing was left behind: the thread runs an ordinary unit afterwards.
+    with unit_of_work():
+        assert limit_in_force() == DEFAULT
+
+
+@pytest.mark.django_db(transaction=False, databases=["default", "other"])
+def test_under_share_connections_the_tests_connection_gets_its_setting_back() -> None:
+    # The unit's statements run in the test's transaction: a failed one in a savepoint.
+    def sleep_in_a_savepoint() -> None:
+        with transaction.atomic():
+            sleep(2)
+
+    def work() -> tuple[Any, BaseException | None]:
+        with unit_of_work(statement_timeout=1):
+            return limit_in_force(), timed(sleep_in_a_savepoint)[0]
+
+    with share_connections():
+        [(during, error)] = in_one_worker(work)
+    assert during == IN_A_TRANSACTION
+    assert TIMED_OUT in str(error)
+    assert limit_in_force() == DEFAULT  # the test's own connection, as it was
