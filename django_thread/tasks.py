@@ -54,7 +54,7 @@ from django.utils import timezone
 from django.utils.crypto import get_random_string
 from django.utils.json import normalize_json
 
-from django_thread import ThreadPoolExecutor, _compat
+from django_thread import ThreadPoolExecutor, _compat, _limits
 from django_thread._connections import next_unit
 
 if TYPE_CHECKING:
@@ -70,12 +70,13 @@ logger = logging.getLogger(__name__)
 
 #: The defaults of ``OPTIONS``. ``MAX_WORKERS`` None is the stdlib pool's own default,
 #: ``min(32, os.cpu_count() + 4)``; ``SHUTDOWN_TIMEOUT`` None waits for running tasks
-#: however long they take.
+#: however long they take; ``STATEMENT_TIMEOUT`` None sets no time limit.
 DEFAULTS: dict[str, Any] = {
     "MAX_WORKERS": None,
     "MAX_RESULTS": 1000,
     "ENQUEUE_ON_COMMIT": True,
     "SHUTDOWN_TIMEOUT": 30,
+    "STATEMENT_TIMEOUT": None,
 }
 
 
@@ -118,6 +119,10 @@ def validate_options(alias: str, options: object) -> dict[str, Any]:
             f"must be a finite number of seconds (>= 0), or None to wait as long as "
             f"running tasks take, not {timeout!r}",
         )
+    try:
+        _limits.check(values["STATEMENT_TIMEOUT"])
+    except (TypeError, ValueError) as exc:
+        raise bad("STATEMENT_TIMEOUT", str(exc).replace("statement_timeout ", "")) from None
     return values
 
 
@@ -162,6 +167,7 @@ class _Pool:
         self.backend_class = backend_class
         self.max_results: int = values["MAX_RESULTS"]
         self.shutdown_timeout: float | None = values["SHUTDOWN_TIMEOUT"]
+        self.statement_timeout: float | None = values["STATEMENT_TIMEOUT"]
         self.executor = _Workers(
             max_workers=values["MAX_WORKERS"], thread_name_prefix=f"tasks-{alias}"
         )
@@ -301,7 +307,9 @@ class _Pool:
                 return
             try:
                 # The previous task's unit of work ends here, this one's begins.
-                next_unit(result.task.func, first=first)
+                next_unit(
+                    result.task.func, first=first, statement_timeout=self.statement_timeout
+                )
                 refused = None
             except Exception as exc:  # no turn on a test's shared connection, or ours
                 refused = exc

@@ -499,6 +499,8 @@ def test_get_result_unknown_id(backend: ThreadPoolBackend) -> None:
         ({"ENQUEUE_ON_COMMIT": "yes"}, "ENQUEUE_ON_COMMIT"),
         ({"SHUTDOWN_TIMEOUT": "30"}, "SHUTDOWN_TIMEOUT"),
         ({"MAX_WORKER": 4}, "MAX_WORKER"),
+        ({"STATEMENT_TIMEOUT": -1}, "STATEMENT_TIMEOUT"),
+        ({"STATEMENT_TIMEOUT": "1s"}, "STATEMENT_TIMEOUT"),
     ],
 )
 def test_bad_options_are_improperly_configured(
@@ -1018,3 +1020,47 @@ def test_a_failure_at_every_step_leaves_every_task_final_or_reported(
     assert tidying_failures >= 1
     # The database saw every task that ran, and no other: none ran twice, none lost.
     assert Note.objects.count() == rows
+
+
+# -- time limits the database enforces ---------------------------------------------------
+
+
+def sleep_on_the_server(seconds: float) -> None:
+    from tests.test_time_limits import sleep  # noqa: PLC0415
+
+    Note.objects.create(text=f"slept {seconds}")
+    sleep(seconds)
+
+
+def the_limit_in_force() -> list[Any] | None:
+    from tests.test_time_limits import limit_in_force  # noqa: PLC0415
+
+    limits = limit_in_force()
+    return None if limits is None else list(limits)
+
+
+def test_statement_timeout_stops_a_long_task_and_the_next_runs_under_it(
+    configure: Configure,
+) -> None:
+    from tests.test_time_limits import ONE_SECOND, TIMED_OUT  # noqa: PLC0415
+
+    configure(MAX_WORKERS=1)
+    unlimited = task(sleep_on_the_server).enqueue(1.5)
+    wait_all([unlimited])
+    assert unlimited.status == TaskResultStatus.SUCCESSFUL  # the control: it runs long
+
+    configure(MAX_WORKERS=1, STATEMENT_TIMEOUT=1)
+    with transaction.atomic():  # handed over together: one worker, back to back
+        stopped = task(sleep_on_the_server).enqueue(5)
+        after = task(the_limit_in_force).enqueue()
+    wait_all([stopped, after])
+    assert stopped.status == TaskResultStatus.FAILED
+    assert TIMED_OUT in stopped.errors[0].traceback
+    assert stopped.finished_at is not None
+    assert stopped.started_at is not None
+    assert (stopped.finished_at - stopped.started_at).total_seconds() < 4
+    # Its transaction (autocommit: the insert) stands; the sleep was stopped.
+    assert Note.objects.filter(text="slept 5").count() == 1
+    assert after.status == TaskResultStatus.SUCCESSFUL
+    expected = None if ONE_SECOND is None else list(ONE_SECOND)
+    assert after.return_value == expected
