@@ -14,7 +14,6 @@ The default sizes keep this file under a minute per database on a small machine;
 from __future__ import annotations
 
 import concurrent.futures
-import itertools
 import logging
 import os
 import random
@@ -23,12 +22,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import django
 import pytest
-from django.db import connections, transaction
+from django.db import transaction
 from django.test.utils import modify_settings
+from django.utils import timezone
 
 from django_thread import Thread, ThreadPoolExecutor, _connections, unit_of_work
 from django_thread.testing import share_connections
@@ -64,7 +65,7 @@ class Watch:
     """What went wrong anywhere while a stress test ran."""
 
     errors: list[str] = field(default_factory=list)
-    records: list[_connections._ThreadRecord] = field(default_factory=list)
+    records: dict[int, _connections._ThreadRecord] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def error(self, text: str) -> None:
@@ -76,13 +77,13 @@ class Watch:
         rec = _connections.current_record()
         if rec is not None:
             with self.lock:
-                self.records.append(rec)
+                self.records[id(rec)] = rec
 
     def assert_clean(self, probe: ServerProbe, baseline: int) -> None:
-        assert self.errors == []
+        assert self.errors == [], "\n".join(self.errors)
         left = [
             (rec.wrappers, rec.unit, rec.units, rec.shared, rec.callers, rec.requests)
-            for rec in self.records
+            for rec in self.records.values()
             if rec.wrappers or rec.unit is not None or rec.units or rec.shared or rec.callers
         ]
         assert left == [], f"{len(left)} of {len(self.records)} thread records not empty"
@@ -209,7 +210,7 @@ def test_threads_starting_and_exiting_while_running_units(
     conn_settings: ConnSettings,
     probe: ServerProbe,
     policy: dict[str, Any],
-    app: bool,  # noqa: FBT001
+    app: bool,
 ) -> None:
     conn_settings(**policy)
     total = UNITS if policy["max_age"] is None else UNITS // 3  # a connect per unit
@@ -282,16 +283,23 @@ def make_pools(watch: Watch, number: int, texts: list[str]) -> None:
                     worker.join()
             else:
                 pool.shutdown()
-        for future in futures:
-            if future.cancelled():
-                continue
-            try:
-                value = future.result()
-            except Exception as exc:  # noqa: BLE001 - reported, not raised in a thread
-                watch.error(f"{prefix}: {type(exc).__name__}: {exc}")
-                continue
-            if isinstance(value, str):
-                texts.extend(value.split("+"))
+        texts += outcomes(watch, prefix, futures)
+
+
+def outcomes(watch: Watch, prefix: str, futures: list[concurrent.futures.Future[Any]]) -> list[str]:
+    """The rows the tasks that ran say they wrote; their errors go to *watch*."""
+    texts = []
+    for future in futures:
+        if future.cancelled():
+            continue
+        try:
+            value = future.result()
+        except Exception as exc:
+            watch.error(f"{prefix}: {type(exc).__name__}: {exc}")
+            continue
+        if isinstance(value, str):
+            texts += value.split("+")
+    return texts
 
 
 @pytest.mark.parametrize("policy", POLICIES)
@@ -309,4 +317,184 @@ def test_pools_made_used_and_shut_down_from_many_threads(
     start_and_join(makers)
     assert watch.errors == []
     assert written() == sorted(texts)
+    watch.assert_clean(probe, baseline)
+
+
+# -- 3. django.tasks enqueued from many threads at once (Django 6.0+) --------------------
+
+TASKS_BACKEND = "django_thread.tasks.ThreadPoolBackend"
+
+
+WATCHING: list[Watch] = []  # the running test's Watch, for the tasks (JSON arguments only)
+
+
+def write_note(text: str) -> str:
+    """The task: one row, whose text no other task writes."""
+    Note.objects.create(text=text)
+    WATCHING[0].keep_record()
+    return text
+
+
+def enqueue_many(watch: Watch, number: int, count: int, ids: dict[str, str]) -> None:
+    """Enqueue *count* tasks in batches: some inside atomic() (handed over as it commits),
+    some with a priority, some deferred by a few milliseconds; read some results back."""
+    from django.tasks import default_task_backend, task  # noqa: PLC0415 - Django 6.0+
+
+    rng = random.Random(2000 + number)
+    job = task(write_note)
+    i = 0
+    while i < count:
+        texts = [f"t{number}.{j}" for j in range(i, min(count, i + rng.randint(1, 50)))]
+        i += len(texts)
+        if rng.random() < 0.2:
+            with unit_of_work(), transaction.atomic():
+                results = [job.enqueue(text) for text in texts]
+        else:
+            options: dict[str, Any] = {"priority": rng.randint(-5, 5)}
+            if rng.random() < 0.1:
+                options["run_after"] = timezone.now() + timedelta(milliseconds=rng.randint(1, 50))
+            results = [job.using(**options).enqueue(text) for text in texts]
+        for text, result in zip(texts, results, strict=True):
+            ids[result.id] = text
+        for result in rng.sample(results, min(3, len(results))):  # while workers write
+            default_task_backend.get_result(result.id)
+    watch.keep_record()
+
+
+@pytest.mark.skipif(django.VERSION < (6, 0), reason="django.tasks needs Django 6.0 or newer")
+def test_tasks_enqueued_from_many_threads_each_run_once(
+    watch: Watch, conn_settings: ConnSettings, probe: ServerProbe, settings: Any
+) -> None:
+    from django.tasks import TaskResultStatus, task_backends  # noqa: PLC0415
+
+    from django_thread.tasks import ThreadPoolBackend  # noqa: PLC0415
+
+    conn_settings(max_age=None, health_checks=True, **SQLITE)
+    assert written() == []  # the main thread's own connection: in the baseline
+    baseline = probe.steady()
+    settings.TASKS = {
+        "default": {
+            "BACKEND": TASKS_BACKEND,
+            "OPTIONS": {"MAX_WORKERS": 8, "MAX_RESULTS": TASKS},
+        }
+    }
+    backend = task_backends["default"]
+    assert isinstance(backend, ThreadPoolBackend)
+    pool = backend._pool
+    ids: dict[str, str] = {}
+    WATCHING.append(watch)
+    try:
+        start_and_join(
+            [
+                (Thread if n % 2 else threading.Thread)(
+                    target=enqueue_many, args=(watch, n, TASKS // ENQUEUERS, ids)
+                )
+                for n in range(ENQUEUERS)
+            ]
+        )
+        expected = ENQUEUERS * (TASKS // ENQUEUERS)
+        assert len(ids) == expected
+        deadline = time.monotonic() + 300
+        pending = set(ids)
+        while pending:
+            assert time.monotonic() < deadline, f"{len(pending)} tasks never finished"
+            pending = {i for i in pending if not backend.get_result(i).is_finished}
+            time.sleep(0.05)
+        results = [backend.get_result(i) for i in ids]
+        not_successful = [
+            (r.id, r.status, r.errors) for r in results if r.status != TaskResultStatus.SUCCESSFUL
+        ]
+        assert not_successful == []
+        assert [r.id for r in results if len(r.worker_ids) != 1] == []  # each ran once
+        assert [r.id for r in results if r.return_value != ids[r.id]] == []
+        assert written() == sorted(ids.values())  # every row written exactly once
+        # The pool's own books balance: nothing running, queued or counted as draining.
+        deadline = time.monotonic() + 10
+        while pool.draining and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with pool.lock:
+            assert (pool.draining, pool.running, pool.ready, pool.deferred) == (0, {}, [], [])
+            assert len(pool.finished) == len(pool.results) == expected
+    finally:
+        backend.shutdown()
+        WATCHING.clear()
+    watch.assert_clean(probe, baseline)
+
+
+# -- 4. share_connections(): units in 8 threads take turns on the test's connection -------
+
+
+@dataclass
+class Turns:
+    """How many units are inside the shared connection at once: never more than one."""
+
+    inside: int = 0
+    most: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def enter(self) -> None:
+        with self.lock:
+            self.inside += 1
+            self.most = max(self.most, self.inside)
+
+    def leave(self) -> None:
+        with self.lock:
+            self.inside -= 1
+
+
+def shared_unit(watch: Watch, turns: Turns, text: str) -> str:
+    turns.enter()
+    try:
+        Note.objects.create(text=text)
+        with transaction.atomic():  # a savepoint in the test's transaction
+            Note.objects.create(text=f"{text}.s")
+            Note.objects.filter(text=text).count()
+    finally:
+        turns.leave()
+    watch.keep_record()
+    return text
+
+
+def share_in_turn(watch: Watch, turns: Turns, number: int, texts: list[str]) -> None:
+    """Run units under share_connections(): outer units, or a pool's tasks."""
+    if number % 2:
+        with ThreadPoolExecutor(2) as pool:
+            futures = [
+                pool.submit(shared_unit, watch, turns, f"s{number}.{i}")
+                for i in range(SHARED_UNITS)
+            ]
+        texts += outcomes(watch, f"s{number}", futures)
+    else:
+        for i in range(SHARED_UNITS):
+            with unit_of_work():
+                texts.append(shared_unit(watch, turns, f"s{number}.{i}"))
+    watch.keep_record()
+
+
+def test_units_share_the_tests_connection_in_turn(watch: Watch, probe: ServerProbe) -> None:
+    assert written() == []
+    baseline = probe.steady()
+    turns = Turns()
+    texts: list[str] = []
+    with transaction.atomic():  # the test's transaction, as TestCase opens it
+        Note.objects.create(text="test")
+        with share_connections(timeout=60):
+            threads = [
+                (Thread if n % 4 == 0 else threading.Thread)(
+                    target=share_in_turn, args=(watch, turns, n, texts)
+                )
+                for n in range(SHARERS)
+            ]
+            for thread in threads:
+                thread.start()
+            deadline = time.monotonic() + 300
+            while any(thread.is_alive() for thread in threads):
+                assert time.monotonic() < deadline, "deadlock?"
+                Note.objects.count()  # the test's own statements, between the units'
+        assert watch.errors == [], "\n".join(watch.errors)
+        assert turns.most == 1
+        assert written() == sorted(["test", *texts, *(f"{t}.s" for t in texts)])
+        assert len(texts) == SHARERS * SHARED_UNITS
+        transaction.set_rollback(True)
+    assert written() == []  # the units' writes were the test's, and rolled back with it
     watch.assert_clean(probe, baseline)
