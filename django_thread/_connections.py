@@ -358,13 +358,22 @@ def thread_begins(thread: threading.Thread) -> SharedUnit | None:
     next to nothing; under a test's ``share_connections()`` its ``run()`` is a unit.
     """
     setattr(thread, _OURS, None)
-    return begin_shared(lambda: f"thread {thread.name!r}")
+    name = f"thread {thread.name!r}"
+    shared = begin_shared(lambda: name)
+    if shared is not None:
+        # run() holds the turn: the units inside it must be inner, as in a pool task,
+        # or each would wait for that turn until share_connections() times out.
+        record(new_thread=True).unit = name
+    return shared
 
 
 def thread_ends(thread: threading.Thread, shared: SharedUnit | None) -> None:
     """One of our Threads' ``run()`` returned or raised: close everything it opened."""
     end_shared(shared)
-    exit_thread(getattr(thread, _OURS, None))
+    rec = getattr(thread, _OURS, None)
+    if rec is not None:
+        rec.unit = None
+    exit_thread(rec)
 
 
 def worker_begins(pool: object) -> _ThreadRecord:
