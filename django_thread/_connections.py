@@ -293,7 +293,7 @@ def begin(
     """
     seconds = None if statement_timeout is None else _limits.check(statement_timeout)
     callers = begin_unit(rec) if tidy and rec.wrappers else _NO_CALLERS
-    shared = sharing[0].begin(functools.partial(describe, what)) if sharing else None
+    shared = begin_shared(functools.partial(describe, what)) if sharing else None
     if seconds is not None:
         try:
             push_limit(rec, seconds)
@@ -385,13 +385,22 @@ def thread_begins(thread: threading.Thread) -> SharedUnit | None:
     next to nothing; under a test's ``share_connections()`` its ``run()`` is a unit.
     """
     setattr(thread, _OURS, None)
-    return begin_shared(lambda: f"thread {thread.name!r}")
+    name = f"thread {thread.name!r}"
+    shared = begin_shared(lambda: name)
+    if shared is not None:
+        # run() holds the turn: the units inside it must be inner, as in a pool task,
+        # or each would wait for that turn until share_connections() times out.
+        record(new_thread=True).unit = name
+    return shared
 
 
 def thread_ends(thread: threading.Thread, shared: SharedUnit | None) -> None:
     """One of our Threads' ``run()`` returned or raised: close everything it opened."""
     end_shared(shared)
-    exit_thread(getattr(thread, _OURS, None))
+    rec = getattr(thread, _OURS, None)
+    if rec is not None:
+        rec.unit = None
+    exit_thread(rec)
 
 
 def worker_begins(pool: object) -> _ThreadRecord:
@@ -1001,7 +1010,12 @@ sharing: list[Sharing] = []
 
 
 def begin_shared(describe: Callable[[], str]) -> SharedUnit | None:
-    return sharing[0].begin(describe) if sharing else None
+    # share_connections() may end in the test's thread between the test and the read.
+    try:
+        active = sharing[0]
+    except IndexError:
+        return None
+    return active.begin(describe)
 
 
 def end_shared(unit: SharedUnit | None) -> None:

@@ -148,6 +148,11 @@ class _Sharing:
         for conn in self.connections.values():
             conn.inc_thread_sharing()
             conn.execute_wrappers.append(self._execute)
+            # Calls on the driver's connection outside a statement: instance attributes
+            # over the backend's methods, removed by detach().
+            for name in _GUARDED:
+                setattr(conn, name, self._guard(getattr(conn, name)))
+            conn.create_cursor = self._guard_cursors(conn.create_cursor)  # type: ignore[method-assign]
 
     def begin(self, describe: Callable[[], str]) -> _SharedUnit | None:
         if self.ended.is_set() or threading.get_ident() == self.owner:
@@ -186,6 +191,23 @@ class _Sharing:
         with self.statement:
             return execute(sql, params, many, context)
 
+    def _guard(self, call: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(call)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            # Not only execute(): mysqlclient refuses (rather than waits for) a call on
+            # a connection another thread is inside, commits and cursor closes included.
+            with self.statement:
+                return call(*args, **kwargs)
+
+        return guarded
+
+    def _guard_cursors(self, create: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(create)
+        def create_cursor(*args: Any, **kwargs: Any) -> Any:
+            return _GuardedCursor(create(*args, **kwargs), self.statement)
+
+        return create_cursor
+
     def detach(self) -> None:
         """Give the test thread its connections back, from whichever side ends last."""
         with self.statement:
@@ -194,6 +216,8 @@ class _Sharing:
             self.detached = True
         for conn in self.connections.values():
             conn.execute_wrappers.remove(self._execute)
+            for name in (*_GUARDED, "create_cursor"):
+                vars(conn).pop(name, None)
             conn.dec_thread_sharing()
 
     def close(self) -> None:
@@ -216,6 +240,29 @@ class _Sharing:
                 "(future.result(), join(), shutdown()) before the block or test ends."
             )
             raise SharedConnectionError(msg)
+
+
+# The wrapper's methods that call the driver's connection outside a statement.
+_GUARDED = ("_commit", "_rollback", "_set_autocommit")
+
+
+class _GuardedCursor:
+    """A driver cursor whose close() waits for the statement in progress on the
+    connection, if another thread's: closing discards pending results on the connection."""
+
+    def __init__(self, cursor: Any, statement: threading.RLock) -> None:
+        self.cursor = cursor
+        self.statement = statement
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.cursor, name)
+
+    def __iter__(self) -> Any:
+        return iter(self.cursor)
+
+    def close(self) -> None:
+        with self.statement:
+            self.cursor.close()
 
 
 def _initialized(alias: str) -> BaseDatabaseWrapper | None:

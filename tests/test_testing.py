@@ -75,6 +75,22 @@ class PoolInATestCase(TestCase):
         plain.join()
         self.assertEqual(seen, [1, 1])
 
+    def test_units_inside_a_threads_run_share_its_turn(self) -> None:
+        # The documented loop: run() is one unit on the test's connection, and the
+        # units inside it are inner, as inside a pool task, not waiting for its turn.
+        Note.objects.create(text="from the test")
+        seen: list[int] = []
+
+        def loop() -> None:
+            for _ in range(3):
+                with unit_of_work():
+                    seen.append(count())
+
+        thread = Thread(target=loop)
+        thread.start()
+        thread.join()
+        self.assertEqual(seen, [1, 1, 1])
+
     def test_atomic_in_a_worker_is_a_savepoint(self) -> None:
         Note.objects.create(text="test")
 
@@ -119,6 +135,7 @@ def test_the_test_case_sees_everything_and_leaves_nothing() -> None:
         PoolInATestCase,
         "test_pool_writes_and_reads_the_tests_rows",
         "test_thread_and_outer_units_share_too",
+        "test_units_inside_a_threads_run_share_its_turn",
         "test_atomic_in_a_worker_is_a_savepoint",
         "test_assert_num_queries_counts_the_workers_queries",
         "test_a_write_where_the_test_holds_a_lock_completes",
