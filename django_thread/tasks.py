@@ -307,9 +307,7 @@ class _Pool:
                 return
             try:
                 # The previous task's unit of work ends here, this one's begins.
-                next_unit(
-                    result.task.func, first=first, statement_timeout=self.statement_timeout
-                )
+                next_unit(result.task.func, first=first, statement_timeout=self.statement_timeout)
                 refused = None
             except Exception as exc:  # no turn on a test's shared connection, or ours
                 refused = exc

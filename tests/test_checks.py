@@ -108,7 +108,8 @@ def test_bad_tasks_options_are_e003_naming_the_valid_keys() -> None:
         ("django_thread.E003", "TASKS['default']"),
         ("django_thread.E003", "TASKS['inf']"),
     ]
-    assert "known: MAX_WORKERS, MAX_RESULTS, ENQUEUE_ON_COMMIT, SHUTDOWN_TIMEOUT, STATEMENT_TIMEOUT" in messages[0].msg
+    known = "MAX_WORKERS, MAX_RESULTS, ENQUEUE_ON_COMMIT, SHUTDOWN_TIMEOUT, STATEMENT_TIMEOUT"
+    assert f"known: {known}" in messages[0].msg
     with (
         modify_settings(INSTALLED_APPS={"append": "django_thread"}),
         override_settings(TASKS=tasks),
