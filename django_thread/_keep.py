@@ -113,7 +113,7 @@ def _close_raw(raw: Any) -> None:
         logger.debug("django_thread: closing a kept connection failed", exc_info=True)
 
 
-def _at_exit() -> None:  # pragma: no cover - at exit, in tests/keep_scenarios.py's process
+def _at_exit() -> None:
     _keep.closed = True
     close_idle()
 
@@ -121,7 +121,7 @@ def _at_exit() -> None:  # pragma: no cover - at exit, in tests/keep_scenarios.p
 atexit.register(_at_exit)
 
 
-def _after_fork_in_child() -> None:  # pragma: no cover - in a forked child (keep_scenarios)
+def _after_fork_in_child() -> None:
     """Forget the parent's idle connections without ending its sessions.
 
     The child shares their sockets: closing one, or freeing it (mysqlclient sends
@@ -277,7 +277,7 @@ class KeepCreationMixin(_CreationBase):
     and a kept connection to the database a test run replaced must not be handed on.
     """
 
-    def create_test_db(self, *args: Any, **kwargs: Any) -> str:  # pragma: no cover
+    def create_test_db(self, *args: Any, **kwargs: Any) -> str:
         close_idle(self.connection.alias)
         return super().create_test_db(*args, **kwargs)
 
@@ -285,7 +285,7 @@ class KeepCreationMixin(_CreationBase):
         close_idle(self.connection.alias)
         super().clone_test_db(*args, **kwargs)
 
-    def destroy_test_db(self, *args: Any, **kwargs: Any) -> None:  # pragma: no cover
+    def destroy_test_db(self, *args: Any, **kwargs: Any) -> None:
         close_idle(self.connection.alias)
         super().destroy_test_db(*args, **kwargs)
 

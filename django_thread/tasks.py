@@ -232,7 +232,7 @@ class _Pool:
         # Raising would tell the code that committed that its commit failed: say it.
         try:
             self.add(result)
-        except BackendShutDownError:  # pragma: no cover - tested in a subprocess (test_tasks)
+        except BackendShutDownError:
             with self.lock:  # the caller holds its id: get_result() must know it
                 self.results[result.id] = result
                 self._fail_unrun([result])
@@ -496,7 +496,7 @@ class _Pool:
         self._log_unrun(not_run)
         if timed_out:
             for rid, thread in still_running.items():
-                if at_exit:  # pragma: no cover - a daemon thread: it dies with the process
+                if at_exit:  # a daemon thread: it dies with the process
                     _compat.forget_worker(thread)
                 logger.warning(
                     "Task id=%s path=%s %s after SHUTDOWN_TIMEOUT=%ss",
@@ -566,7 +566,7 @@ def _forget_pools(*, setting: str, **kwargs: Any) -> None:
             pool.retire()
 
 
-def _shutdown_all() -> None:  # pragma: no cover - at exit, in test_tasks.py's subprocesses
+def _shutdown_all() -> None:
     with _registry_lock:
         pools = list(_every_pool)
     for pool in pools:
