@@ -349,3 +349,137 @@ def test_under_share_connections_the_tests_connection_gets_its_setting_back() ->
     assert during == IN_A_TRANSACTION
     assert TIMED_OUT in str(error)
     assert limit_in_force() == DEFAULT  # the test's own connection, as it was
+
+
+# --- Django's native PostgreSQL pool ----------------------------------------------
+#
+# With OPTIONS["pool"], Django's close() gives the session back to the pool instead
+# of ending it: whatever the unit left set on it meets the next borrower. One pooled
+# connection, so the next borrower gets the very same server session (same pid).
+
+native_pool = pytest.mark.skipif(VENDOR != "postgresql", reason="the native pool is PostgreSQL's")
+
+
+def one_pooled_connection(conn_settings: Any) -> None:
+    conn_settings(max_age=0, pool={"min_size": 1, "max_size": 1, "timeout": 5})
+
+
+def borrow() -> tuple[Any, int | None]:
+    """What the next borrower of the pooled session finds, and which session it is."""
+    with unit_of_work():
+        return limit_in_force(), session_id()
+
+
+def _timed_out() -> None:
+    sleep(3)
+
+
+def _raised() -> None:
+    Note.objects.count()
+    raise RuntimeError
+
+
+def _failed_in_atomic() -> None:
+    with transaction.atomic():
+        Note.objects.create(text="lost")
+        sleep(3)
+
+
+def _inner_unit_timed_out() -> None:
+    # The limit is set on a session already open, by a unit inside the first one.
+    with unit_of_work(statement_timeout=1):
+        sleep(3)
+
+
+def _left_in_a_failed_atomic() -> None:
+    transaction.atomic().__enter__()  # never exited: the unit ends inside it
+    sleep(3)
+
+
+def _left_in_a_transaction() -> None:
+    transaction.set_autocommit(False)
+    Note.objects.count()
+
+
+def _left_in_error() -> None:
+    transaction.set_autocommit(False)
+    sleep(3)
+
+
+@native_pool
+@pytest.mark.parametrize(
+    ("body", "reused"),
+    [
+        pytest.param(_timed_out, True, id="timed-out"),
+        pytest.param(_raised, True, id="raised"),
+        pytest.param(_failed_in_atomic, True, id="failed-atomic"),
+        pytest.param(_inner_unit_timed_out, True, id="inner-unit"),
+        # A transaction left open is rolled back, which would undo the put-back: the
+        # session is ended rather than given back.
+        pytest.param(_left_in_a_failed_atomic, False, id="left-in-failed-atomic"),
+        pytest.param(_left_in_a_transaction, False, id="left-in-transaction"),
+        pytest.param(_left_in_error, False, id="left-in-error"),
+    ],
+)
+@pytest.mark.parametrize("borrower", ["other thread", "same thread"])
+def test_the_native_pool_never_hands_on_a_units_limit(
+    conn_settings: Any, body: Callable[[], None], reused: bool, borrower: str
+) -> None:
+    one_pooled_connection(conn_settings)
+    limit = None if body is _inner_unit_timed_out else 1
+
+    def unit() -> tuple[Any, int | None, BaseException | None]:
+        try:
+            with unit_of_work(statement_timeout=limit):
+                Note.objects.count()  # connects during the unit: the pool lends a session
+                seen, session = limit_in_force(), session_id()
+                body()
+        except Exception as exc:
+            return seen, session, exc
+        return seen, session, None
+
+    try:
+        if borrower == "same thread":
+            [(seen, session, error), (after, next_session)] = in_one_worker(unit, borrow)
+        else:
+            [(seen, session, error)] = in_one_worker(unit)
+            [(after, next_session)] = in_one_worker(borrow)
+    finally:
+        connections["default"].close_pool()  # type: ignore[attr-defined]
+    assert seen == (ONE_SECOND if limit else DEFAULT)
+    if body is _left_in_a_transaction:
+        assert error is None
+    else:
+        assert error is not None
+    assert after == DEFAULT
+    assert (next_session == session) is reused
+
+
+@native_pool
+def test_the_native_pool_gets_the_session_back_between_tasks_with_the_same_limit(
+    conn_settings: Any,
+) -> None:
+    # Two tasks with the same limit keep it set between them (one round trip less);
+    # but the first task's session goes back to the pool in between, and another
+    # thread may borrow it there.
+    one_pooled_connection(conn_settings)
+
+    def one() -> None: ...
+    def two() -> None: ...
+
+    def drain() -> tuple[int | None, Any, int | None, Any]:
+        next_unit(one, first=True, statement_timeout=1)
+        Note.objects.count()
+        session = session_id()
+        next_unit(two, first=False, statement_timeout=1)
+        [(between, borrowed)] = in_one_worker(borrow)  # while task two waits to start
+        Note.objects.count()
+        return session, between, borrowed, limit_in_force()
+
+    try:
+        [(session, between, borrowed, during_two)] = in_one_worker(drain)
+    finally:
+        connections["default"].close_pool()  # type: ignore[attr-defined]
+    assert borrowed == session
+    assert between == DEFAULT
+    assert during_two == ONE_SECOND
