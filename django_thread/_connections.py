@@ -328,8 +328,13 @@ def step(rec: _ThreadRecord, what: Any, *, statement_timeout: float | None = Non
         keep = False
         try:
             if rec.limits:
-                # The same limit again (a queue's tasks usually share one): keep it set.
-                keep = len(rec.limits) == 1 and rec.limits[0].seconds == seconds
+                # The same limit again (a queue's tasks usually share one): keep it set,
+                # unless a pooled connection goes back to its pool in between.
+                keep = (
+                    len(rec.limits) == 1
+                    and rec.limits[0].seconds == seconds
+                    and not any(_pooled(conn) for conn, _, _ in rec.limits[0].saved)
+                )
                 while rec.limits and not keep:
                     pop_limit(rec)
             between_units(rec, functools.partial(describe, rec.unit))
@@ -501,7 +506,7 @@ class _Limit:
                     "django_thread: restoring the time limit on database %r failed", conn.alias
                 )
                 if not (in_transaction(conn) or conn.allow_thread_sharing):
-                    _close(conn)  # never hand a connection on with a limit not its own
+                    _discard(conn)  # never hand a connection on with a limit not its own
         self.saved.clear()
 
 
@@ -907,7 +912,7 @@ def _drop_left_open(conn: BaseDatabaseWrapper, what: str) -> None:
         conn.alias,
     )
     _compat.forget_atomic_blocks(conn)
-    _close(conn)  # the server rolls back what the session had not committed
+    _discard(conn)  # the server rolls back what the session had not committed
 
 
 def close_thread_connections(rec: _ThreadRecord | None, *, sweep: bool = False) -> None:
@@ -947,6 +952,26 @@ def _close(conn: BaseDatabaseWrapper, *, thread_exit: bool = False) -> None:
         (close or conn.close)()
     except Exception:
         logger.exception("django_thread: closing database connection %r failed", conn.alias)
+
+
+def _pooled(conn: BaseDatabaseWrapper) -> bool:
+    """Whether Django's close() gives *conn*'s session back to Django's native pool."""
+    return bool(getattr(conn, "pool", None))
+
+
+def _discard(conn: BaseDatabaseWrapper) -> None:
+    """Close *conn* and end its server session, also one Django's native pool lent.
+
+    Given back, a session keeps what was set on it outside a transaction: a unit's
+    time limit whose put-back a rollback undid, or that could not be put back.
+    psycopg_pool replaces a session returned closed.
+    """
+    if conn.connection is not None and _pooled(conn):
+        try:
+            conn.connection.close()
+        except Exception:
+            logger.exception("django_thread: closing database connection %r failed", conn.alias)
+    _close(conn)
 
 
 def close_half_open(rec: _ThreadRecord | None) -> None:

@@ -9,9 +9,10 @@ same statement without the limit really runs past it.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from django.db import OperationalError, connection, connections, transaction
@@ -23,6 +24,8 @@ from tests.conftest import VENDOR
 from tests.server import ServerProbe
 from tests.testapp.models import Note
 from tests.work import session_id
+
+T = TypeVar("T")
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "other"])
 
@@ -364,6 +367,14 @@ def one_pooled_connection(conn_settings: Any) -> None:
     conn_settings(max_age=0, pool={"min_size": 1, "max_size": 1, "timeout": 5})
 
 
+def in_a_plain_thread(fn: Callable[[], T]) -> T:
+    results: list[T] = []
+    thread = threading.Thread(target=lambda: results.append(fn()))
+    thread.start()
+    thread.join()
+    return results[0]
+
+
 def borrow() -> tuple[Any, int | None]:
     """What the next borrower of the pooled session finds, and which session it is."""
     with unit_of_work():
@@ -440,9 +451,10 @@ def test_the_native_pool_never_hands_on_a_units_limit(
 
     try:
         if borrower == "same thread":
+            # In a pool task, the task is the outer unit and ours an inner one.
             [(seen, session, error), (after, next_session)] = in_one_worker(unit, borrow)
-        else:
-            [(seen, session, error)] = in_one_worker(unit)
+        else:  # in a plain thread, ours is the outer unit
+            (seen, session, error) = in_a_plain_thread(unit)
             [(after, next_session)] = in_one_worker(borrow)
     finally:
         connections["default"].close_pool()  # type: ignore[attr-defined]
