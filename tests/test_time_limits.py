@@ -9,6 +9,7 @@ same statement without the limit really runs past it.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -495,3 +496,80 @@ def test_the_native_pool_gets_the_session_back_between_tasks_with_the_same_limit
     assert borrowed == session
     assert between == DEFAULT
     assert during_two == ONE_SECOND
+
+
+# --- PgBouncer in transaction pooling mode -----------------------------------------
+#
+# Each transaction runs on whichever server session PgBouncer picks: a setting made
+# outside a transaction stays on that session, for the next client. .ci/pgbouncer
+# starts one (database django_thread_bouncer: one server session, so the next client
+# gets the very same one) and prints the variable that enables these tests.
+
+BOUNCER = os.environ.get("DJANGO_THREAD_TEST_PGBOUNCER", "")
+
+
+@pytest.fixture
+def bouncer(conn_settings: Any) -> None:
+    """The alias "other" goes through PgBouncer, with Django's settings for it."""
+    if VENDOR != "postgresql" or not BOUNCER:
+        pytest.skip("needs DJANGO_THREAD_TEST_PGBOUNCER=host:port (see .ci/pgbouncer)")
+    conn_settings(max_age=0)
+    host, _, port = BOUNCER.rpartition(":")
+    connections.settings["other"].update(
+        HOST=host,
+        PORT=port,
+        NAME="django_thread_bouncer",
+        DISABLE_SERVER_SIDE_CURSORS=True,
+        OPTIONS={"prepare_threshold": None},
+    )
+
+
+def another_client() -> tuple[Any, int]:
+    """What another client of PgBouncer finds on the server session it is given."""
+    with unit_of_work(), connections["other"].cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return limit_in_force("other"), cursor.fetchone()[0]
+
+
+def test_behind_pgbouncer_a_session_setting_reaches_the_next_client(bouncer: None) -> None:
+    # The control: what a plain set_config(..., false) does there.
+    def plain() -> int:
+        with unit_of_work(), connections["other"].cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid(), set_config('statement_timeout', '1s', false)")
+            return int(cursor.fetchone()[0])
+
+    def reset() -> None:
+        with unit_of_work(), connections["other"].cursor() as cursor:
+            cursor.execute("SELECT set_config('statement_timeout', '0', false)")
+
+    [session, (seen, next_session), _] = in_one_worker(plain, another_client, reset)
+    assert next_session == session
+    assert seen == ONE_SECOND[:1] + DEFAULT[1:]
+
+
+def test_behind_pgbouncer_the_limit_holds_in_transactions_and_reaches_no_other_client(
+    bouncer: None,
+) -> None:
+    def unit() -> tuple[Any, ...]:
+        with unit_of_work(statement_timeout=1):
+            outside = limit_in_force("other")  # autocommit: its own transaction
+            [others] = in_one_worker(another_client)  # between two of ours
+            with transaction.atomic(using="other"):
+                inside = limit_in_force("other")
+            try:
+                with transaction.atomic(using="other"):
+                    sleep(3, "other")
+            except OperationalError as exc:
+                error: BaseException | None = exc
+            else:
+                error = None
+        return outside, others, inside, error
+
+    [(outside, (others_saw, _), inside, error), (after, _)] = in_one_worker(unit, another_client)
+    assert others_saw == DEFAULT
+    assert after == DEFAULT
+    assert inside == ONE_SECOND
+    assert TIMED_OUT in str(error)
+    # Outside a transaction nothing can hold the limit: it would stay on the server
+    # session PgBouncer happened to pick.
+    assert outside == DEFAULT
