@@ -492,13 +492,18 @@ class _Limit:
         self.saved.append((conn, raw, saved))
 
     def forget_closed(self) -> None:
+        for conn, raw, saved in self.saved:
+            if conn.connection is not raw:
+                _limits.forget(conn, saved)
         self.saved = [entry for entry in self.saved if entry[0].connection is entry[1]]
 
     def put_back(self) -> None:
         """Restore each connection still open; one that fails is closed, if it can be."""
         for conn, raw, saved in reversed(self.saved):
             if conn.connection is not raw:
-                continue  # closed during the unit (a reconnect has an entry of its own)
+                # Closed during the unit (a reconnect has an entry of its own).
+                _limits.forget(conn, saved)
+                continue
             try:
                 _limits.put_back(conn, saved)
             except Exception:

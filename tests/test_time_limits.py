@@ -544,7 +544,7 @@ def test_behind_pgbouncer_a_session_setting_reaches_the_next_client(bouncer: Non
 
     [session, (seen, next_session), _] = in_one_worker(plain, another_client, reset)
     assert next_session == session
-    assert seen == ONE_SECOND[:1] + DEFAULT[1:]
+    assert seen == ("1s", "0")
 
 
 def test_behind_pgbouncer_the_limit_holds_in_transactions_and_reaches_no_other_client(
@@ -573,3 +573,27 @@ def test_behind_pgbouncer_the_limit_holds_in_transactions_and_reaches_no_other_c
     # Outside a transaction nothing can hold the limit: it would stay on the server
     # session PgBouncer happened to pick.
     assert outside == DEFAULT
+
+
+def test_behind_pgbouncer_nested_limits_and_a_reconnect_leave_nothing_behind(
+    bouncer: None,
+) -> None:
+    def unit() -> tuple[Any, ...]:
+        other = connections["other"]
+        with unit_of_work(statement_timeout=3):
+            with transaction.atomic(using="other"):
+                outer = limit_in_force("other")
+                with unit_of_work(statement_timeout=1):  # in the caller's transaction
+                    inner = limit_in_force("other")
+                back = limit_in_force("other")
+            other.close()
+            with transaction.atomic(using="other"):  # a new connection: the limit again
+                again = limit_in_force("other")
+            other.close()  # and closed for good: its limit must not stay behind
+        return outer, inner, back, again, list(other.execute_wrappers)
+
+    [(outer, inner, back, again, wrappers), (after, _)] = in_one_worker(unit, another_client)
+    assert (outer, back, again) == (THREE_SECONDS, THREE_SECONDS, THREE_SECONDS)
+    assert inner == ("1s", "3s")  # the caller's idle time keeps the outer unit's limit
+    assert wrappers == []
+    assert after == DEFAULT
