@@ -12,7 +12,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -418,37 +418,48 @@ def _left_in_error() -> None:
     sleep(3)
 
 
-@native_pool
-@pytest.mark.parametrize(
-    ("body", "reused"),
-    [
-        pytest.param(_timed_out, True, id="timed-out"),
-        pytest.param(_raised, True, id="raised"),
-        pytest.param(_failed_in_atomic, True, id="failed-atomic"),
-        pytest.param(_inner_unit_timed_out, True, id="inner-unit"),
-        # A transaction left open is rolled back, which would undo the put-back: the
-        # session is ended rather than given back.
-        pytest.param(_left_in_a_failed_atomic, False, id="left-in-failed-atomic"),
-        pytest.param(_left_in_a_transaction, False, id="left-in-transaction"),
-        pytest.param(_left_in_error, False, id="left-in-error"),
-    ],
-)
-@pytest.mark.parametrize("borrower", ["other thread", "same thread"])
-def test_the_native_pool_never_hands_on_a_units_limit(
-    conn_settings: Any, body: Callable[[], None], reused: bool, borrower: str
-) -> None:
-    one_pooled_connection(conn_settings)
+FAILED_UNITS = [
+    pytest.param(_timed_out, True, id="timed-out"),
+    pytest.param(_raised, True, id="raised"),
+    pytest.param(_failed_in_atomic, True, id="failed-atomic"),
+    pytest.param(_inner_unit_timed_out, True, id="inner-unit"),
+    # A transaction left open is rolled back, which would undo the put-back: the
+    # session is ended rather than given back.
+    pytest.param(_left_in_a_failed_atomic, False, id="left-in-failed-atomic"),
+    pytest.param(_left_in_a_transaction, False, id="left-in-transaction"),
+    pytest.param(_left_in_error, False, id="left-in-error"),
+]
+
+
+def limited_unit(
+    body: Callable[[], None],
+) -> Callable[[], tuple[Any, int | None, BaseException | None]]:
+    """A unit with a 1 s limit (none: *body* sets its own) that connects, then runs *body*."""
     limit = None if body is _inner_unit_timed_out else 1
 
     def unit() -> tuple[Any, int | None, BaseException | None]:
+        seen: Any = None
+        session = None
         try:
             with unit_of_work(statement_timeout=limit):
-                Note.objects.count()  # connects during the unit: the pool lends a session
+                Note.objects.count()  # connects (the pool lends a session) or reuses
                 seen, session = limit_in_force(), session_id()
                 body()
         except Exception as exc:
             return seen, session, exc
         return seen, session, None
+
+    return unit
+
+
+@native_pool
+@pytest.mark.parametrize(("body", "reused"), FAILED_UNITS)
+@pytest.mark.parametrize("borrower", ["other thread", "same thread"])
+def test_the_native_pool_never_hands_on_a_units_limit(
+    conn_settings: Any, body: Callable[[], None], reused: bool, borrower: str
+) -> None:
+    one_pooled_connection(conn_settings)
+    unit = limited_unit(body)
 
     try:
         if borrower == "same thread":
@@ -459,11 +470,8 @@ def test_the_native_pool_never_hands_on_a_units_limit(
             [(after, next_session)] = in_one_worker(borrow)
     finally:
         connections["default"].close_pool()  # type: ignore[attr-defined]
-    assert seen == (ONE_SECOND if limit else DEFAULT)
-    if body is _left_in_a_transaction:
-        assert error is None
-    else:
-        assert error is not None
+    assert seen == (DEFAULT if body is _inner_unit_timed_out else ONE_SECOND)
+    assert (error is None) is (body is _left_in_a_transaction)
     assert after == DEFAULT
     assert (next_session == session) is reused
 
@@ -597,3 +605,48 @@ def test_behind_pgbouncer_nested_limits_and_a_reconnect_leave_nothing_behind(
     assert inner == ("1s", "3s")  # the caller's idle time keeps the outer unit's limit
     assert wrappers == []
     assert after == DEFAULT
+
+
+# --- MariaDB: a failed unit, then the next one on the same session -----------------
+
+
+@pytest.fixture
+def keep_engine(conn_settings: Any) -> Iterator[None]:
+    """The default alias on django_thread.backends.mysql, which keeps a clean
+    connection for the next thread."""
+    from django_thread.backends import close_idle  # noqa: PLC0415
+
+    conn_settings(max_age=None)
+    connections["default"].close()
+    del connections["default"]
+    close_idle()
+    connections.settings["default"]["ENGINE"] = "django_thread.backends.mysql"
+    yield
+    connections["default"].close()
+    del connections["default"]
+    close_idle()  # conn_settings restores ENGINE
+
+
+@pytest.mark.skipif(VENDOR != "mysql", reason="MariaDB's max_statement_time")
+@pytest.mark.parametrize(("body", "reused"), FAILED_UNITS)
+def test_on_mariadb_the_next_unit_in_the_thread_finds_the_setting_as_it_was(
+    conn_settings: Any, body: Callable[[], None], reused: bool
+) -> None:
+    conn_settings(max_age=None)
+    [(seen, session, error), (after, next_session)] = in_one_worker(limited_unit(body), borrow)
+    assert seen == (DEFAULT if body is _inner_unit_timed_out else ONE_SECOND)
+    assert (error is None) is (body is _left_in_a_transaction)
+    assert after == DEFAULT
+    assert (next_session == session) is reused
+
+
+@pytest.mark.skipif(VENDOR != "mysql", reason="MariaDB's max_statement_time")
+@pytest.mark.parametrize(("body", "reused"), FAILED_UNITS)
+def test_on_mariadb_a_connection_kept_for_the_next_thread_has_the_setting_as_it_was(
+    keep_engine: None, body: Callable[[], None], reused: bool
+) -> None:
+    (seen, session, _) = in_a_plain_thread(limited_unit(body))  # kept as it ends
+    [(after, next_session)] = in_one_worker(borrow)
+    assert seen == (DEFAULT if body is _inner_unit_timed_out else ONE_SECOND)
+    assert after == DEFAULT
+    assert (next_session == session) is reused
