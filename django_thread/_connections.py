@@ -644,6 +644,8 @@ def unit_of_work(
         ``max_statement_time``, MySQL ``max_execution_time``, SQLite a progress
         handler); each connection is put back as it was when the unit ends. A unit
         inside another one applies its own limit for its duration. 0 lifts any limit.
+        With ``DISABLE_SERVER_SIDE_CURSORS`` (PgBouncer in transaction mode) it is set
+        per transaction, and statements run in autocommit are not limited.
     """
     if func is None:
         return UnitOfWork(name, statement_timeout)
