@@ -519,7 +519,9 @@ BOUNCER = os.environ.get("DJANGO_THREAD_TEST_PGBOUNCER", "")
 @pytest.fixture
 def bouncer(conn_settings: Any) -> None:
     """The alias "other" goes through PgBouncer, with Django's settings for it."""
-    if VENDOR != "postgresql" or not BOUNCER:
+    if VENDOR != "postgresql":
+        pytest.skip("PgBouncer is PostgreSQL's")
+    if not BOUNCER:
         pytest.skip("needs DJANGO_THREAD_TEST_PGBOUNCER=host:port (see .ci/pgbouncer)")
     conn_settings(max_age=0)
     host, _, port = BOUNCER.rpartition(":")
