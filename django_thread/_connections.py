@@ -328,8 +328,13 @@ def step(rec: _ThreadRecord, what: Any, *, statement_timeout: float | None = Non
         keep = False
         try:
             if rec.limits:
-                # The same limit again (a queue's tasks usually share one): keep it set.
-                keep = len(rec.limits) == 1 and rec.limits[0].seconds == seconds
+                # The same limit again (a queue's tasks usually share one): keep it set,
+                # unless a pooled connection goes back to its pool in between.
+                keep = (
+                    len(rec.limits) == 1
+                    and rec.limits[0].seconds == seconds
+                    and not any(_pooled(conn) for conn, _, _ in rec.limits[0].saved)
+                )
                 while rec.limits and not keep:
                     pop_limit(rec)
             between_units(rec, functools.partial(describe, rec.unit))
@@ -487,13 +492,18 @@ class _Limit:
         self.saved.append((conn, raw, saved))
 
     def forget_closed(self) -> None:
+        for conn, raw, saved in self.saved:
+            if conn.connection is not raw:
+                _limits.forget(conn, saved)
         self.saved = [entry for entry in self.saved if entry[0].connection is entry[1]]
 
     def put_back(self) -> None:
         """Restore each connection still open; one that fails is closed, if it can be."""
         for conn, raw, saved in reversed(self.saved):
             if conn.connection is not raw:
-                continue  # closed during the unit (a reconnect has an entry of its own)
+                # Closed during the unit (a reconnect has an entry of its own).
+                _limits.forget(conn, saved)
+                continue
             try:
                 _limits.put_back(conn, saved)
             except Exception:
@@ -501,7 +511,7 @@ class _Limit:
                     "django_thread: restoring the time limit on database %r failed", conn.alias
                 )
                 if not (in_transaction(conn) or conn.allow_thread_sharing):
-                    _close(conn)  # never hand a connection on with a limit not its own
+                    _discard(conn)  # never hand a connection on with a limit not its own
         self.saved.clear()
 
 
@@ -634,6 +644,8 @@ def unit_of_work(
         ``max_statement_time``, MySQL ``max_execution_time``, SQLite a progress
         handler); each connection is put back as it was when the unit ends. A unit
         inside another one applies its own limit for its duration. 0 lifts any limit.
+        With ``DISABLE_SERVER_SIDE_CURSORS`` (PgBouncer in transaction mode) it is set
+        per transaction, and statements run in autocommit are not limited.
     """
     if func is None:
         return UnitOfWork(name, statement_timeout)
@@ -907,7 +919,7 @@ def _drop_left_open(conn: BaseDatabaseWrapper, what: str) -> None:
         conn.alias,
     )
     _compat.forget_atomic_blocks(conn)
-    _close(conn)  # the server rolls back what the session had not committed
+    _discard(conn)  # the server rolls back what the session had not committed
 
 
 def close_thread_connections(rec: _ThreadRecord | None, *, sweep: bool = False) -> None:
@@ -947,6 +959,26 @@ def _close(conn: BaseDatabaseWrapper, *, thread_exit: bool = False) -> None:
         (close or conn.close)()
     except Exception:
         logger.exception("django_thread: closing database connection %r failed", conn.alias)
+
+
+def _pooled(conn: BaseDatabaseWrapper) -> bool:
+    """Whether Django's close() gives *conn*'s session back to Django's native pool."""
+    return bool(getattr(conn, "pool", None))
+
+
+def _discard(conn: BaseDatabaseWrapper) -> None:
+    """Close *conn* and end its server session, also one Django's native pool lent.
+
+    Given back, a session keeps what was set on it outside a transaction: a unit's
+    time limit whose put-back a rollback undid, or that could not be put back.
+    psycopg_pool replaces a session returned closed.
+    """
+    if conn.connection is not None and _pooled(conn):
+        try:
+            conn.connection.close()
+        except Exception:
+            logger.exception("django_thread: closing database connection %r failed", conn.alias)
+    _close(conn)
 
 
 def close_half_open(rec: _ThreadRecord | None) -> None:

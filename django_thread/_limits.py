@@ -47,7 +47,8 @@ def _milliseconds(seconds: float) -> int:
     return max(1, round(seconds * 1000)) if seconds else 0
 
 
-_PG_INERROR = 3  # psycopg 3's and psycopg2's TransactionStatus.INERROR
+_PG_INTRANS = 2  # psycopg 3's and psycopg2's TransactionStatus values
+_PG_INERROR = 3
 
 
 def apply(conn: BaseDatabaseWrapper, seconds: float, depth: int) -> Any:
@@ -59,6 +60,8 @@ def apply(conn: BaseDatabaseWrapper, seconds: float, depth: int) -> Any:
     vendor = conn.vendor
     if vendor == "sqlite":
         return _sqlite_apply(conn, raw, seconds)
+    if vendor == "postgresql" and transaction_pooled(conn):
+        return _PerTransaction.apply(conn, raw, str(_milliseconds(seconds)), depth)
     with conn.wrap_database_errors, raw.cursor() as cursor:
         if vendor == "postgresql":
             ms = str(_milliseconds(seconds))
@@ -101,6 +104,9 @@ def put_back(conn: BaseDatabaseWrapper, saved: Any) -> None:
     if vendor == "sqlite":
         _sqlite_install(conn, raw, saved)
         return
+    if isinstance(saved, _PerTransaction):
+        saved.put_back(conn, raw)
+        return
     if vendor == "postgresql":
         statement, idle, set_in_transaction = saved
         if raw.info.transaction_status == _PG_INERROR and set_in_transaction:
@@ -122,6 +128,89 @@ def put_back(conn: BaseDatabaseWrapper, saved: Any) -> None:
         cursor.execute(
             f"SET SESSION {name} = @django_thread_limit{saved}, @django_thread_limit{saved} = NULL"
         )
+
+
+def forget(conn: BaseDatabaseWrapper, saved: Any) -> None:
+    """*conn*'s connection closed with the limit set: nothing of it may stay behind."""
+    if isinstance(saved, _PerTransaction):
+        saved.detach(conn)
+
+
+# --- PostgreSQL behind a pooler in transaction mode ---------------------------------
+
+
+def transaction_pooled(conn: BaseDatabaseWrapper) -> bool:
+    """Whether *conn* goes through a pooler in transaction mode (PgBouncer's).
+
+    ``DISABLE_SERVER_SIDE_CURSORS`` is Django's documented setting for it. There each
+    transaction may run on another server session, and a setting made outside a
+    transaction stays on the session that ran it, for whichever client comes next.
+    """
+    return bool(conn.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS"))
+
+
+class _PerTransaction:
+    """A limit set with ``set_config(..., true)`` at each transaction's first
+    statement, so that it ends with the transaction (Django's execute wrapper).
+
+    Statements run in autocommit are not limited: nothing could set a limit for them
+    without leaving it on a server session other clients get.
+    """
+
+    __slots__ = ("depth", "idle", "milliseconds", "old")
+
+    def __init__(self, milliseconds: str, depth: int, *, idle: bool) -> None:
+        self.milliseconds = milliseconds
+        self.depth = depth
+        self.idle = idle  # not in the caller's transaction: its idle time is the unit's
+        self.old: str | None = None  # in force in the transaction the limit began in
+
+    @classmethod
+    def apply(cls, conn: Any, raw: Any, milliseconds: str, depth: int) -> _PerTransaction:
+        callers = bool(conn.in_atomic_block or not conn.autocommit)
+        limit = cls(milliseconds, depth, idle=not callers)
+        limit.detach(conn)  # one of a connection closed during the unit
+        if raw.info.transaction_status:  # already in a transaction: set it now
+            limit.old = limit.set_local(conn, raw)
+        conn.execute_wrappers.append(limit)
+        return limit
+
+    def set_local(self, conn: Any, raw: Any) -> str:
+        """Set the limit for the current (or, in autocommit off, new) transaction."""
+        with conn.wrap_database_errors, raw.cursor() as cursor:
+            idle = ", set_config('idle_in_transaction_session_timeout', %s, true)"
+            cursor.execute(
+                "SELECT current_setting('statement_timeout'), "
+                f"set_config('statement_timeout', %s, true){idle if self.idle else ''}",
+                [self.milliseconds] * (1 + self.idle),
+            )
+            return str(cursor.fetchone()[0])
+
+    def __call__(self, execute: Any, sql: Any, params: Any, many: bool, context: Any) -> Any:
+        conn = context["connection"]
+        raw = conn.connection
+        if (
+            not conn.autocommit
+            and not raw.info.transaction_status  # this statement begins the transaction
+            and [w for w in conn.execute_wrappers if type(w) is _PerTransaction][-1] is self
+        ):
+            self.set_local(conn, raw)
+        return execute(sql, params, many, context)
+
+    def detach(self, conn: Any) -> None:
+        conn.execute_wrappers[:] = [
+            w
+            for w in conn.execute_wrappers
+            if not (type(w) is _PerTransaction and w.depth == self.depth)
+        ]
+
+    def put_back(self, conn: Any, raw: Any) -> None:
+        self.detach(conn)
+        if self.old is not None and raw.info.transaction_status == _PG_INTRANS:
+            # Still in the transaction it was set in (the caller's): the rest of it
+            # runs under what was in force before.
+            with conn.wrap_database_errors, raw.cursor() as cursor:
+                cursor.execute("SELECT set_config('statement_timeout', %s, true)", [self.old])
 
 
 def _mysql_variable(conn: Any, seconds: float) -> tuple[str, float | int]:

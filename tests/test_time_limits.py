@@ -9,9 +9,11 @@ same statement without the limit really runs past it.
 from __future__ import annotations
 
 import math
+import os
+import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import pytest
 from django.db import OperationalError, connection, connections, transaction
@@ -23,6 +25,8 @@ from tests.conftest import VENDOR
 from tests.server import ServerProbe
 from tests.testapp.models import Note
 from tests.work import session_id
+
+T = TypeVar("T")
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "other"])
 
@@ -349,3 +353,302 @@ def test_under_share_connections_the_tests_connection_gets_its_setting_back() ->
     assert during == IN_A_TRANSACTION
     assert TIMED_OUT in str(error)
     assert limit_in_force() == DEFAULT  # the test's own connection, as it was
+
+
+# --- Django's native PostgreSQL pool ----------------------------------------------
+#
+# With OPTIONS["pool"], Django's close() gives the session back to the pool instead
+# of ending it: whatever the unit left set on it meets the next borrower. One pooled
+# connection, so the next borrower gets the very same server session (same pid).
+
+native_pool = pytest.mark.skipif(VENDOR != "postgresql", reason="the native pool is PostgreSQL's")
+
+
+def one_pooled_connection(conn_settings: Any) -> None:
+    conn_settings(max_age=0, pool={"min_size": 1, "max_size": 1, "timeout": 5})
+
+
+def in_a_plain_thread(fn: Callable[[], T]) -> T:
+    results: list[T] = []
+    thread = threading.Thread(target=lambda: results.append(fn()))
+    thread.start()
+    thread.join()
+    return results[0]
+
+
+def borrow() -> tuple[Any, int | None]:
+    """What the next borrower of the pooled session finds, and which session it is."""
+    with unit_of_work():
+        return limit_in_force(), session_id()
+
+
+def _timed_out() -> None:
+    sleep(3)
+
+
+def _raised() -> None:
+    Note.objects.count()
+    raise RuntimeError
+
+
+def _failed_in_atomic() -> None:
+    with transaction.atomic():
+        Note.objects.create(text="lost")
+        sleep(3)
+
+
+def _inner_unit_timed_out() -> None:
+    # The limit is set on a session already open, by a unit inside the first one.
+    with unit_of_work(statement_timeout=1):
+        sleep(3)
+
+
+def _left_in_a_failed_atomic() -> None:
+    transaction.atomic().__enter__()  # never exited: the unit ends inside it
+    sleep(3)
+
+
+def _left_in_a_transaction() -> None:
+    transaction.set_autocommit(False)
+    Note.objects.count()
+
+
+def _left_in_error() -> None:
+    transaction.set_autocommit(False)
+    sleep(3)
+
+
+FAILED_UNITS = [
+    pytest.param(_timed_out, True, id="timed-out"),
+    pytest.param(_raised, True, id="raised"),
+    pytest.param(_failed_in_atomic, True, id="failed-atomic"),
+    pytest.param(_inner_unit_timed_out, True, id="inner-unit"),
+    # A transaction left open is rolled back, which would undo the put-back: the
+    # session is ended rather than given back.
+    pytest.param(_left_in_a_failed_atomic, False, id="left-in-failed-atomic"),
+    pytest.param(_left_in_a_transaction, False, id="left-in-transaction"),
+    pytest.param(_left_in_error, False, id="left-in-error"),
+]
+
+
+def limited_unit(
+    body: Callable[[], None],
+) -> Callable[[], tuple[Any, int | None, BaseException | None]]:
+    """A unit with a 1 s limit (none: *body* sets its own) that connects, then runs *body*."""
+    limit = None if body is _inner_unit_timed_out else 1
+
+    def unit() -> tuple[Any, int | None, BaseException | None]:
+        seen: Any = None
+        session = None
+        try:
+            with unit_of_work(statement_timeout=limit):
+                Note.objects.count()  # connects (the pool lends a session) or reuses
+                seen, session = limit_in_force(), session_id()
+                body()
+        except Exception as exc:
+            return seen, session, exc
+        return seen, session, None
+
+    return unit
+
+
+@native_pool
+@pytest.mark.parametrize(("body", "reused"), FAILED_UNITS)
+@pytest.mark.parametrize("borrower", ["other thread", "same thread"])
+def test_the_native_pool_never_hands_on_a_units_limit(
+    conn_settings: Any, body: Callable[[], None], reused: bool, borrower: str
+) -> None:
+    one_pooled_connection(conn_settings)
+    unit = limited_unit(body)
+
+    try:
+        if borrower == "same thread":
+            # In a pool task, the task is the outer unit and ours an inner one.
+            [(seen, session, error), (after, next_session)] = in_one_worker(unit, borrow)
+        else:  # in a plain thread, ours is the outer unit
+            (seen, session, error) = in_a_plain_thread(unit)
+            [(after, next_session)] = in_one_worker(borrow)
+    finally:
+        connections["default"].close_pool()  # type: ignore[attr-defined]
+    assert seen == (DEFAULT if body is _inner_unit_timed_out else ONE_SECOND)
+    assert (error is None) is (body is _left_in_a_transaction)
+    assert after == DEFAULT
+    assert (next_session == session) is reused
+
+
+@native_pool
+def test_the_native_pool_gets_the_session_back_between_tasks_with_the_same_limit(
+    conn_settings: Any,
+) -> None:
+    # Two tasks with the same limit keep it set between them (one round trip less);
+    # but the first task's session goes back to the pool in between, and another
+    # thread may borrow it there.
+    one_pooled_connection(conn_settings)
+
+    def one() -> None: ...
+    def two() -> None: ...
+
+    def drain() -> tuple[int | None, Any, int | None, Any]:
+        next_unit(one, first=True, statement_timeout=1)
+        Note.objects.count()
+        session = session_id()
+        next_unit(two, first=False, statement_timeout=1)
+        [(between, borrowed)] = in_one_worker(borrow)  # while task two waits to start
+        Note.objects.count()
+        return session, between, borrowed, limit_in_force()
+
+    try:
+        [(session, between, borrowed, during_two)] = in_one_worker(drain)
+    finally:
+        connections["default"].close_pool()  # type: ignore[attr-defined]
+    assert borrowed == session
+    assert between == DEFAULT
+    assert during_two == ONE_SECOND
+
+
+# --- PgBouncer in transaction pooling mode -----------------------------------------
+#
+# Each transaction runs on whichever server session PgBouncer picks: a setting made
+# outside a transaction stays on that session, for the next client. .ci/pgbouncer
+# starts one (database django_thread_bouncer: one server session, so the next client
+# gets the very same one) and prints the variable that enables these tests.
+
+BOUNCER = os.environ.get("DJANGO_THREAD_TEST_PGBOUNCER", "")
+
+
+@pytest.fixture
+def bouncer(conn_settings: Any) -> None:
+    """The alias "other" goes through PgBouncer, with Django's settings for it."""
+    if VENDOR != "postgresql":
+        pytest.skip("PgBouncer is PostgreSQL's")
+    if not BOUNCER:
+        pytest.skip("needs DJANGO_THREAD_TEST_PGBOUNCER=host:port (see .ci/pgbouncer)")
+    conn_settings(max_age=0)
+    host, _, port = BOUNCER.rpartition(":")
+    connections.settings["other"].update(
+        HOST=host,
+        PORT=port,
+        NAME="django_thread_bouncer",
+        DISABLE_SERVER_SIDE_CURSORS=True,
+        OPTIONS={"prepare_threshold": None},
+    )
+
+
+def another_client() -> tuple[Any, int]:
+    """What another client of PgBouncer finds on the server session it is given."""
+    with unit_of_work(), connections["other"].cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return limit_in_force("other"), cursor.fetchone()[0]
+
+
+def test_behind_pgbouncer_a_session_setting_reaches_the_next_client(bouncer: None) -> None:
+    # The control: what a plain set_config(..., false) does there.
+    def plain() -> int:
+        with unit_of_work(), connections["other"].cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid(), set_config('statement_timeout', '1s', false)")
+            return int(cursor.fetchone()[0])
+
+    def reset() -> None:
+        with unit_of_work(), connections["other"].cursor() as cursor:
+            cursor.execute("SELECT set_config('statement_timeout', '0', false)")
+
+    [session, (seen, next_session), _] = in_one_worker(plain, another_client, reset)
+    assert next_session == session
+    assert seen == ("1s", "0")
+
+
+def test_behind_pgbouncer_the_limit_holds_in_transactions_and_reaches_no_other_client(
+    bouncer: None,
+) -> None:
+    def unit() -> tuple[Any, ...]:
+        with unit_of_work(statement_timeout=1):
+            outside = limit_in_force("other")  # autocommit: its own transaction
+            [others] = in_one_worker(another_client)  # between two of ours
+            with transaction.atomic(using="other"):
+                inside = limit_in_force("other")
+            try:
+                with transaction.atomic(using="other"):
+                    sleep(3, "other")
+            except OperationalError as exc:
+                error: BaseException | None = exc
+            else:
+                error = None
+        return outside, others, inside, error
+
+    [(outside, (others_saw, _), inside, error), (after, _)] = in_one_worker(unit, another_client)
+    assert others_saw == DEFAULT
+    assert after == DEFAULT
+    assert inside == ONE_SECOND
+    assert TIMED_OUT in str(error)
+    # Outside a transaction nothing can hold the limit: it would stay on the server
+    # session PgBouncer happened to pick.
+    assert outside == DEFAULT
+
+
+def test_behind_pgbouncer_nested_limits_and_a_reconnect_leave_nothing_behind(
+    bouncer: None,
+) -> None:
+    def unit() -> tuple[Any, ...]:
+        other = connections["other"]
+        with unit_of_work(statement_timeout=3):
+            with transaction.atomic(using="other"):
+                outer = limit_in_force("other")
+                with unit_of_work(statement_timeout=1):  # in the caller's transaction
+                    inner = limit_in_force("other")
+                back = limit_in_force("other")
+            other.close()
+            with transaction.atomic(using="other"):  # a new connection: the limit again
+                again = limit_in_force("other")
+            other.close()  # and closed for good: its limit must not stay behind
+        return outer, inner, back, again, list(other.execute_wrappers)
+
+    [(outer, inner, back, again, wrappers), (after, _)] = in_one_worker(unit, another_client)
+    assert (outer, back, again) == (THREE_SECONDS, THREE_SECONDS, THREE_SECONDS)
+    assert inner == ("1s", "3s")  # the caller's idle time keeps the outer unit's limit
+    assert wrappers == []
+    assert after == DEFAULT
+
+
+# --- MariaDB: a failed unit, then the next one on the same session -----------------
+
+
+@pytest.fixture
+def keep_engine(conn_settings: Any) -> Iterator[None]:
+    """The default alias on django_thread.backends.mysql, which keeps a clean
+    connection for the next thread."""
+    from django_thread.backends import close_idle  # noqa: PLC0415
+
+    conn_settings(max_age=None)
+    connections["default"].close()
+    del connections["default"]
+    close_idle()
+    connections.settings["default"]["ENGINE"] = "django_thread.backends.mysql"
+    yield
+    connections["default"].close()
+    del connections["default"]
+    close_idle()  # conn_settings restores ENGINE
+
+
+@pytest.mark.skipif(VENDOR != "mysql", reason="MariaDB's max_statement_time")
+@pytest.mark.parametrize(("body", "reused"), FAILED_UNITS)
+def test_on_mariadb_the_next_unit_in_the_thread_finds_the_setting_as_it_was(
+    conn_settings: Any, body: Callable[[], None], reused: bool
+) -> None:
+    conn_settings(max_age=None)
+    [(seen, session, error), (after, next_session)] = in_one_worker(limited_unit(body), borrow)
+    assert seen == (DEFAULT if body is _inner_unit_timed_out else ONE_SECOND)
+    assert (error is None) is (body is _left_in_a_transaction)
+    assert after == DEFAULT
+    assert (next_session == session) is reused
+
+
+@pytest.mark.skipif(VENDOR != "mysql", reason="MariaDB's max_statement_time")
+@pytest.mark.parametrize(("body", "reused"), FAILED_UNITS)
+def test_on_mariadb_a_connection_kept_for_the_next_thread_has_the_setting_as_it_was(
+    keep_engine: None, body: Callable[[], None], reused: bool
+) -> None:
+    (seen, session, _) = in_a_plain_thread(limited_unit(body))  # kept as it ends
+    [(after, next_session)] = in_one_worker(borrow)
+    assert seen == (DEFAULT if body is _inner_unit_timed_out else ONE_SECOND)
+    assert after == DEFAULT
+    assert (next_session == session) is reused
