@@ -61,17 +61,18 @@ STATES: dict[str, dict[str, tuple[list[str], str]]] = {
 
 def read(sql: str) -> object:
     """*sql*'s one value on this thread's raw connection (Django's wrapper sees no error)."""
-    raw: Any = connection.connection
+    conn: Any = connection  # the vendor's wrapper
+    raw = conn.connection
     if VENDOR == "sqlite3" and sql == "row_factory":
         return raw.row_factory
     if VENDOR == "mysql":
-        limit = "max_statement_time" if connection.mysql_is_mariadb else "max_execution_time"
+        limit = "max_statement_time" if conn.mysql_is_mariadb else "max_execution_time"
         sql = sql.format(limit=limit)
     cursor = raw.cursor()
     try:
         cursor.execute(sql)
         row = cursor.fetchone()
-    except connection.Database.Error:
+    except conn.Database.Error:
         return ERROR
     finally:
         cursor.close()
