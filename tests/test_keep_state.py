@@ -112,6 +112,24 @@ def test_a_threads_session_state_never_reaches_the_next_thread(
     assert settle(probe, 1) == 1
 
 
+def test_sqlite_a_setting_set_back_is_kept(
+    engine: Callable[[str], None], conn_settings: ConnSettings
+) -> None:
+    """What is compared is the settings, not whether a PRAGMA ran."""
+    if VENDOR != "sqlite3":
+        pytest.skip("SQLite only")
+    conn_settings(max_age=None)
+    engine(KEEP)
+
+    def set_back() -> object:
+        key = session()
+        change(["PRAGMA foreign_keys = OFF", "PRAGMA foreign_keys = ON"])
+        return key
+
+    first = in_thread(set_back)
+    assert distinct([first, in_thread(session)]) == 1
+
+
 def test_what_connect_set_is_set_again_after_a_reset(
     engine: Callable[[str], None], conn_settings: ConnSettings, server: ServerProbe
 ) -> None:
