@@ -34,6 +34,8 @@ STATES: dict[str, dict[str, tuple[list[str], str]]] = {
         "temporary_table": (["CREATE TEMPORARY TABLE ms_state (x int)"], "SELECT 0 FROM ms_state"),
         "get_lock": (["SELECT GET_LOCK('ms_state', 0)"], "SELECT IS_USED_LOCK('ms_state')"),
         "names": (["SET NAMES latin1"], "SELECT @@character_set_client"),
+        # Under LOCK TABLES, a table locked without an alias cannot be read with one.
+        "table_lock": (["LOCK TABLES testapp_note READ"], "SELECT COUNT(*) FROM testapp_note n"),
         "transaction": (["START TRANSACTION"], "SELECT @@in_transaction"),
     },
     "postgresql": {
