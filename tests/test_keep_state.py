@@ -24,7 +24,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 ERROR = "error"  # what a probe that fails reads (a table that does not exist)
 
-# (what thread A runs, what both threads read); {limit} is the time-limits variable.
+# (what thread A runs, what both threads read); {limit} is the time-limits variable,
+# {isolation} the isolation level's (MariaDB's and MySQL's names).
 STATES: dict[str, dict[str, tuple[list[str], str]]] = {
     "mysql": {
         "time_zone": (["SET SESSION time_zone = '+05:00'"], "SELECT @@SESSION.time_zone"),
@@ -37,6 +38,12 @@ STATES: dict[str, dict[str, tuple[list[str], str]]] = {
         # Under LOCK TABLES, a table locked without an alias cannot be read with one.
         "table_lock": (["LOCK TABLES testapp_note READ"], "SELECT COUNT(*) FROM testapp_note n"),
         "transaction": (["START TRANSACTION"], "SELECT @@in_transaction"),
+        # Set by Django's connect(), again as the next thread takes the connection.
+        "isolation": (
+            ["SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE"],
+            "SELECT @@SESSION.{isolation}",
+        ),
+        "autocommit": (["SET autocommit = 0"], "SELECT @@autocommit"),
     },
     "postgresql": {
         "time_zone": (["SET TIME ZONE 'Asia/Tokyo'"], "SHOW TIME ZONE"),
@@ -68,8 +75,11 @@ def read(sql: str) -> object:
     if VENDOR == "sqlite3" and sql == "row_factory":
         return raw.row_factory
     if VENDOR == "mysql":
-        limit = "max_statement_time" if conn.mysql_is_mariadb else "max_execution_time"
-        sql = sql.format(limit=limit)
+        maria = conn.mysql_is_mariadb
+        sql = sql.format(
+            limit="max_statement_time" if maria else "max_execution_time",
+            isolation="tx_isolation" if maria else "transaction_isolation",
+        )
     cursor = raw.cursor()
     try:
         cursor.execute(sql)
