@@ -7,8 +7,9 @@ The ENGINE wrappers keep a few idle raw DB-API connections per alias, process-wi
 - **Given back** only when django_thread closes a thread's connections as the thread
   ends (:func:`close_at_thread_exit`), and only a clean one: autocommit on, outside
   ``atomic()``, no error since it opened, younger than ``CONN_MAX_AGE`` (0 never keeps),
-  not a SQLite in-memory database, not a test's shared connection, keep not full.
-  Every other close really closes.
+  not a SQLite in-memory database, not a test's shared connection, keep not full; its
+  session then reset (PostgreSQL, MariaDB/MySQL) or found unchanged (SQLite) by the
+  backend's ``_keep_clean()``. Every other close really closes.
 - **Taken** by the next connect of that alias in any thread, newest first; one past
   ``CONN_MAX_AGE`` is closed, and with ``CONN_HEALTH_CHECKS`` one that fails a ping is
   too. Its birth time goes with it, so ``CONN_MAX_AGE`` counts from the real connect.

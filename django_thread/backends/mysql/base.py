@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
 from typing import Any
 
 from django.db.backends.mysql import base, creation
@@ -17,10 +19,49 @@ class DatabaseWrapper(KeepMixin, base.DatabaseWrapper):
     creation_class = DatabaseCreation
 
     def _keep_clean(self, raw: Any) -> bool:
-        # The server's own autocommit flag: a raw "SET autocommit = 0" shows here. A raw
-        # START TRANSACTION does not, and mysqlclient cannot tell: roll back, as a
-        # close would have.
-        if not raw.get_autocommit():
-            return False
-        raw.rollback()
+        # Session state a unit set (SET, @variables, temporary tables, GET_LOCK() locks,
+        # a raw START TRANSACTION) must not reach the next thread: the server resets the
+        # session to a new one's, which undoes what mysqlclient's connect set too.
+        _reset_connection(raw)
+        options = self.settings_dict["OPTIONS"]
+        init_command = options.get("init_command")
+        charset = options.get("charset", "utf8mb4")
+        collation = options.get("collation")
+        sql_mode = options.get("sql_mode")
+        # In mysqlclient's order. Django's connect() sets autocommit and the isolation
+        # level again as the next thread takes it. MariaDB keeps the charset of the
+        # handshake, which is mysqlclient's; MySQL goes back to the server's.
+        statements = [init_command] if init_command else []
+        if collation or not self.mysql_is_mariadb:
+            names = f"SET NAMES {charset}"
+            statements.append(f"{names} COLLATE {collation}" if collation else names)
+        if sql_mode:
+            statements.append(f"SET SESSION sql_mode = '{sql_mode}'")
+        for sql in statements:
+            with raw.cursor() as cursor:
+                cursor.execute(sql)
         return True
+
+
+@functools.cache
+def _reset_function() -> Any:
+    # mysqlclient does not expose mysql_reset_connection() (COM_RESET_CONNECTION: no new
+    # login, unlike change_user()); the C library it is linked with has it (MariaDB
+    # Connector/C 3.0+, libmysqlclient 5.7+). A library without it: nothing is kept.
+    from MySQLdb import _mysql  # noqa: PLC0415 - imported with the backend anyway
+
+    reset = ctypes.CDLL(_mysql.__file__).mysql_reset_connection
+    reset.argtypes = [ctypes.c_void_p]
+    reset.restype = ctypes.c_int
+    # Our own prototype: setting argtypes on ctypes.pythonapi's would change everyone's.
+    prototype = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)
+    pointer = prototype(("PyCapsule_GetPointer", ctypes.pythonapi))
+    return reset, pointer
+
+
+def _reset_connection(raw: Any) -> None:
+    reset, pointer = _reset_function()
+    native = pointer(raw._get_native_connection(), b"_mysql.connection.native_connection")
+    if reset(native):
+        msg = f"mysql_reset_connection() failed: {raw.error() or 'no message'}"
+        raise ConnectionError(msg)
