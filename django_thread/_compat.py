@@ -1,4 +1,4 @@
-"""Every private detail of Python, Django and asgiref that django_thread relies on.
+"""Every private detail of Python, Django, asgiref and mysqlclient that django_thread relies on.
 
 Nothing else in the package reaches past a public API. Each detail below has a canary
 in tests/test_compat.py that fails, naming the detail, on the first Python, Django or
@@ -10,6 +10,8 @@ from __future__ import annotations
 import atexit
 import concurrent.futures
 import concurrent.futures.thread
+import ctypes
+import functools
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -146,3 +148,34 @@ def forget_atomic_blocks(conn: BaseDatabaseWrapper) -> None:
 def set_return_value(result: Any, value: Any) -> None:
     """Store a task's return value on its (frozen) ``TaskResult``, as Django's backends do."""
     object.__setattr__(result, "_return_value", value)
+
+
+# --- mysqlclient ----------------------------------------------------------------------
+
+
+@functools.cache
+def _mysql_reset() -> Any:
+    # mysqlclient does not expose mysql_reset_connection() (COM_RESET_CONNECTION: no new
+    # login, unlike change_user()); the C library it is linked with has it (MariaDB
+    # Connector/C 3.0+, libmysqlclient 5.7+). A library without it: nothing is kept.
+    from MySQLdb import _mysql  # noqa: PLC0415 - imported with the backend anyway
+
+    reset = ctypes.CDLL(_mysql.__file__).mysql_reset_connection
+    reset.argtypes = [ctypes.c_void_p]
+    reset.restype = ctypes.c_int
+    # Our own prototype: setting argtypes on ctypes.pythonapi's would change everyone's.
+    prototype = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)
+    pointer = prototype(("PyCapsule_GetPointer", ctypes.pythonapi))
+    return reset, pointer
+
+
+def reset_mysql_session(raw: Any) -> None:
+    """Reset *raw*'s server session as a new one's, or raise (the caller closes it).
+
+    ``Connection._get_native_connection()``, the capsule of the C library's ``MYSQL*``.
+    """
+    reset, pointer = _mysql_reset()
+    native = pointer(raw._get_native_connection(), b"_mysql.connection.native_connection")
+    if reset(native):
+        msg = f"mysql_reset_connection() failed: {raw.error() or 'no message'}"
+        raise ConnectionError(msg)

@@ -228,3 +228,15 @@ def test_asgirefs_sync_to_async_reads_its_executor_where_we_hand_out_ours() -> N
         pool.shutdown()
     assert name.startswith("canary"), "asgiref's SyncToAsync no longer reads _executor"
     assert _compat.is_shut_down(pool), "the stdlib pool no longer records shutdown()"
+
+
+@pytest.mark.skipif(connection.vendor != "mysql", reason="mysqlclient's, on MariaDB/MySQL")
+def test_mysqlclient_lends_its_native_connection_for_a_session_reset() -> None:
+    connection.ensure_connection()
+    raw = connection.connection
+    with raw.cursor() as cursor:
+        cursor.execute("SET @django_thread_canary = 1")
+    _compat.reset_mysql_session(raw)  # AttributeError: no _get_native_connection()
+    with raw.cursor() as cursor:
+        cursor.execute("SELECT @django_thread_canary")
+        assert cursor.fetchone() == (None,), "mysql_reset_connection() reset nothing"

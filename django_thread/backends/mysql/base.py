@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import ctypes
-import functools
 from typing import Any
 
 from django.db.backends.mysql import base, creation
 
+from django_thread import _compat
 from django_thread._keep import KeepCreationMixin, KeepMixin
 
 
@@ -22,7 +21,7 @@ class DatabaseWrapper(KeepMixin, base.DatabaseWrapper):
         # Session state a unit set (SET, @variables, temporary tables, GET_LOCK() locks,
         # a raw START TRANSACTION) must not reach the next thread: the server resets the
         # session to a new one's, which undoes what mysqlclient's connect set too.
-        _reset_connection(raw)
+        _compat.reset_mysql_session(raw)
         options = self.settings_dict["OPTIONS"]
         init_command = options.get("init_command")
         charset = options.get("charset", "utf8mb4")
@@ -41,27 +40,3 @@ class DatabaseWrapper(KeepMixin, base.DatabaseWrapper):
             with raw.cursor() as cursor:
                 cursor.execute(sql)
         return True
-
-
-@functools.cache
-def _reset_function() -> Any:
-    # mysqlclient does not expose mysql_reset_connection() (COM_RESET_CONNECTION: no new
-    # login, unlike change_user()); the C library it is linked with has it (MariaDB
-    # Connector/C 3.0+, libmysqlclient 5.7+). A library without it: nothing is kept.
-    from MySQLdb import _mysql  # noqa: PLC0415 - imported with the backend anyway
-
-    reset = ctypes.CDLL(_mysql.__file__).mysql_reset_connection
-    reset.argtypes = [ctypes.c_void_p]
-    reset.restype = ctypes.c_int
-    # Our own prototype: setting argtypes on ctypes.pythonapi's would change everyone's.
-    prototype = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)
-    pointer = prototype(("PyCapsule_GetPointer", ctypes.pythonapi))
-    return reset, pointer
-
-
-def _reset_connection(raw: Any) -> None:
-    reset, pointer = _reset_function()
-    native = pointer(raw._get_native_connection(), b"_mysql.connection.native_connection")
-    if reset(native):
-        msg = f"mysql_reset_connection() failed: {raw.error() or 'no message'}"
-        raise ConnectionError(msg)
