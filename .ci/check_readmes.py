@@ -163,9 +163,11 @@ def make_venv(venv: Path, python: str, pip: str) -> dict[str, str]:
         shim.write_text(f'#!/bin/sh\nexec {shlex.quote(uv)} pip "$@"\n')
         shim.chmod(0o755)
     env["VIRTUAL_ENV"] = str(venv)
-    # pip compiles bytecode as it installs, uv does not unless told: told, so that each
-    # command does not compile Django anew (every time, under PYTHONDONTWRITEBYTECODE).
-    env["UV_COMPILE_BYTECODE"] = "1"
+    if env.get("PYTHONDONTWRITEBYTECODE"):
+        # Python may not cache what it compiles: without this every command would compile
+        # Django anew. So pip's way, every module compiled as it is installed (uv's own
+        # way, lazily by Python, compiles only the modules used, once).
+        env["UV_COMPILE_BYTECODE"] = "1"
     # The venv, then the system's default PATH only: a tool the README forgot to install
     # must not be found in another venv or behind pyenv's shims.
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{os.confstr('CS_PATH')}"
