@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -40,15 +41,6 @@ NEWEST_DJANGO = list(DJANGOS)[-1]
 # of the user's), so what runs on 6.1 does not vouch for it. Each extra cell costs CI
 # about three minutes.
 MATRIX = [("3.12", "6.0"), ("3.12", "6.1"), ("3.13", "5.2"), ("3.13", "6.1")]
-# The entry points of each example project: management commands that exit non-zero
-# when what the project demonstrates did not happen.
-EXAMPLE_COMMANDS = {
-    "asgi": [["asyncreport"]],
-    "conn_max_age": [["connreport"]],
-    "failure_scenarios": [["failures"]],
-    "migrating": [["digest", "--variant", v] for v in ("legacy", "modern", "third-party")],
-    "tasks": [["waysout"]],
-}
 IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 # The docs' dependencies, pinned for both this machine and Read the Docs, so that a new
 # Sphinx (or theme, or extension) release cannot change or break the build unannounced.
@@ -70,13 +62,17 @@ def test_requirements(session: nox.Session, database: str) -> list[str]:
     if database == "postgresql":
         requirements += group("postgresql")
     elif database == "mariadb":
-        if not (shutil.which("mariadb_config") or shutil.which("mysql_config")):
-            reason = "mysqlclient needs the MariaDB client headers (libmariadb-dev)"
-            if IN_CI:
-                session.error(reason)
-            session.skip(reason)
+        need_mariadb_headers(session)
         requirements += group("mariadb")
     return requirements
+
+
+def need_mariadb_headers(session: nox.Session) -> None:
+    if not (shutil.which("mariadb_config") or shutil.which("mysql_config")):
+        reason = "mysqlclient needs the MariaDB client headers (libmariadb-dev)"
+        if IN_CI:
+            session.error(reason)
+        session.skip(reason)
 
 
 def install_for(session: nox.Session, database: str, *extra: str) -> None:
@@ -303,7 +299,6 @@ def pytest_report_header():
 """
 
 
-EXAMPLES = sorted(p.parent.name for p in Path("examples").glob("*/manage.py"))
 DATABASE_URLS = {
     "sqlite": "",  # each example's embedded SQLite default
     "postgresql": os.environ.get("POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test"),
@@ -337,20 +332,26 @@ def demo(session: nox.Session) -> None:
 NEWEST_HOST_PYTHON = HOST_PYTHONS[-1]
 
 
-@nox.session(python=NEWEST_HOST_PYTHON)
+# No venv of its own: the checker is stdlib only, run by nox's interpreter, beside the uv
+# that CI installs with nox; it makes the venvs.
+@nox.session(python=None, venv_backend="none")
 @nox.parametrize("database", DATABASES)
 def examples(session: nox.Session, database: str) -> None:
-    """Run every example project's checks, command and tests on one database."""
-    install_for(session, database, *group("examples"), *group("tasks-backends"))
-    env = {"DATABASE_URL": DATABASE_URLS[database], "REDIS_URL": REDIS_URLS[database]}
-    for name in EXAMPLES:
-        session.log(f"example: {name} on {database}")
-        session.chdir(Path(__file__).parent / "examples" / name)
-        session.run("python", "manage.py", "check", "--fail-level", "WARNING", env=env)
-        session.run("python", "manage.py", "makemigrations", "--check", "--dry-run", env=env)
-        for command in EXAMPLE_COMMANDS[name]:
-            session.run("python", "manage.py", *command, env=env)
-        session.run("pytest", "-q", env=env, success_codes=[0])
+    """Every example README's commands as written, each README in a fresh venv, on one database.
+
+    .ci/check_readmes.py runs them (installs, the project's command, its tests), then each
+    project's system checks and migrations check in the same venv.
+    """
+    if database == "mariadb":
+        need_mariadb_headers(session)
+    session.run(sys.executable, ".ci/check_readmes.py", "--self-test")
+    session.run(
+        sys.executable, ".ci/check_readmes.py", "--database", database,
+        "--database-url", DATABASE_URLS[database], "--python", NEWEST_HOST_PYTHON,
+        "--then", "python manage.py check --fail-level WARNING",
+        "--then", "python manage.py makemigrations --check --dry-run",
+        *session.posargs, env={"REDIS_URL": REDIS_URLS[database]},
+    )  # fmt: skip
 
 
 @nox.session(python=None)

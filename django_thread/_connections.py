@@ -51,6 +51,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from collections.abc import Set as AbstractSet
 from contextlib import ContextDecorator
+from importlib.metadata import PackageNotFoundError, version
 from types import FrameType, TracebackType
 from typing import Any, Protocol, TypeVar, cast, overload
 
@@ -66,7 +67,24 @@ from django_thread import _compat, _limits
 
 logger = logging.getLogger("django_thread")
 
-CHECKS_URL = "https://django-thread.readthedocs.io/en/latest/reference/checks.html"
+
+def docs_version(distribution: str = "django-thread") -> str:
+    """The Read the Docs version whose docs describe the installed *distribution*.
+
+    Read the Docs builds each release's tag (named as the version, e.g. ``0.2.0``), so a
+    release's messages link to the docs of the code that raised them, not to what
+    ``latest`` (main) says since. A development build (``.dev``, a local ``+`` part) or
+    a source tree never installed has no tag: ``latest`` is the nearest there is.
+    """
+    try:
+        installed = version(distribution)
+    except PackageNotFoundError:
+        return "latest"
+    return "latest" if "dev" in installed or "+" in installed else installed
+
+
+DOCS_URL = f"https://django-thread.readthedocs.io/en/{docs_version()}/"
+CHECKS_URL = f"{DOCS_URL}reference/checks.html"
 
 
 # --- each thread's record ----------------------------------------------------------

@@ -73,15 +73,16 @@ def serve() -> Iterator[str]:
     )
     base = f"127.0.0.1:{port}"
     deadline = time.monotonic() + 30
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            assert server.poll() is None, server.communicate()[0]
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.1)
+    # Inside the try: a server too slow to start is stopped too, not left serving.
     try:
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                assert server.poll() is None, server.communicate()[0]
+                assert time.monotonic() < deadline, "uvicorn did not start"
+                time.sleep(0.1)
         yield base
     finally:
         server.terminate()
