@@ -78,22 +78,25 @@ def serve(name: str) -> Iterator[str]:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    base = f"127.0.0.1:{port}"
     # Daphne imports Twisted and autobahn: on a loaded machine that alone takes a while.
     deadline = time.monotonic() + 120
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            assert server.poll() is None, server.communicate()[0]
-            assert time.monotonic() < deadline, f"{name} did not start"
-            time.sleep(0.1)
     try:
-        yield base
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                assert server.poll() is None, server.communicate()[0]
+                assert time.monotonic() < deadline, f"{name} did not start"
+                time.sleep(0.1)
+        yield f"127.0.0.1:{port}"
     finally:
+        # Also when it did not start in time: no server outlives its test.
         server.terminate()
-        server.wait(30)
+        try:
+            server.wait(30)
+        finally:
+            server.kill()  # does nothing once it has exited
         connection.close()
 
 
