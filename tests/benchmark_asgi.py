@@ -6,11 +6,11 @@
     python -m tests.benchmark_asgi --publish      # then write docs/benchmarks/asgi.*
 
 tests/keep_asgi.py is served by uvicorn or daphne in a subprocess on a free port, one
-server per measurement, and httpx sends it requests one after another and 16 at a time,
-to a sync view and to an async view that awaits the ORM. Each view answers with its
+server per contender and round, and httpx sends it requests one after another and 16 at
+a time, to a sync view and to an async view that awaits the ORM. Each view answers with its
 worker's pid and the server-side id of the session it queried on, so the sessions that
 served requests are counted per worker; on PostgreSQL pg_stat_database's ``sessions``
-counts every session opened meanwhile. After the server stops, the sessions still
+counts every session the server opened. After the server stops, the sessions still
 connected to the database are counted. Contenders alternate within each round (the first
 one changes every round); medians over rounds are reported. Then, with the server
 dropping sessions idle for 1 s, bursts 1.5 s apart show what the idle timeout costs.
@@ -40,8 +40,12 @@ VIEWS = {"sync": "/sync/", "async": "/async/"}
 MODES = {"sequential": 1, "concurrent": CONCURRENCY}
 
 
-def contenders(vendor: str) -> dict[str, dict[str, Any]]:
-    """Each contender's DATABASES["default"] changes, for *vendor*."""
+def contenders(vendor: str, keeps: tuple[int, ...] = (CONCURRENCY,)) -> dict[str, dict[str, Any]]:
+    """Each contender's DATABASES["default"] changes, for *vendor*.
+
+    Ours keeps as many idle connections as requests run at once, unless *keeps* says
+    otherwise (then one contender per value).
+    """
     plain = f"django.db.backends.{'mysql' if vendor == 'mariadb' else vendor}"
     ours = plain.replace("django.db.backends.", "django_thread.backends.")
     found: dict[str, dict[str, Any]] = {
@@ -55,12 +59,13 @@ def contenders(vendor: str) -> dict[str, dict[str, Any]]:
             "CONN_HEALTH_CHECKS": True,
             "OPTIONS": {"pool": {"min_size": 4, "max_size": CONCURRENCY}},
         }
-    found["ours"] = {
-        "ENGINE": ours,
-        "CONN_MAX_AGE": None,
-        "CONN_HEALTH_CHECKS": True,
-        "OPTIONS": {"keep": CONCURRENCY},
-    }
+    for keep in keeps:
+        found["ours" if keep == CONCURRENCY else f"ours, keep {keep}"] = {
+            "ENGINE": ours,
+            "CONN_MAX_AGE": None,
+            "CONN_HEALTH_CHECKS": True,
+            "OPTIONS": {"keep": keep},
+        }
     return found
 
 
@@ -180,8 +185,9 @@ def serve(server: str, workers: int, db: dict[str, Any]) -> Iterator[str]:
         if server == "uvicorn":
             sock.close()
             args = ["--port", str(port), "--workers", str(workers), "--log-level", "warning"]
-            # Its 5 s default can close a kept-alive connection as the client reuses it.
-            args += ["--timeout-keep-alive", "60"]
+            # Its 5 s default can close a kept-alive connection as the client reuses it,
+            # and kill a worker still starting on a loaded machine (and again, forever).
+            args += ["--timeout-keep-alive", "60", "--timeout-worker-healthcheck", "120"]
             command = [sys.executable, "-m", "uvicorn", app, *args]
             processes.append(subprocess.Popen(command, env=env, cwd=ROOT))
         else:
@@ -279,21 +285,29 @@ async def send(url: str, path: str, requests: int, at_once: int) -> dict[str, An
 
 
 def measure(
-    vendor: str, setting: dict[str, Any], *, server: str, workers: int, view: str, mode: str,
-    requests: int,
-) -> dict[str, Any]:  # fmt: skip
+    vendor: str, setting: dict[str, Any], *, server: str, workers: int,
+    cells: list[tuple[str, str]], requests: int,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """One server for *cells* (view, mode), one after another: a result for each.
+
+    "left" and "opened" are the server's: after it stopped, and while it ran.
+    """
     from django.db import connections  # noqa: PLC0415
 
     db = {**connections[vendor].settings_dict, **setting}
     db = {k: v for k, v in db.items() if k != "TEST"}
     before = opened_sessions(vendor)
     with serve(server, workers, db) as url:
-        result = asyncio.run(send(url, VIEWS[view], requests, MODES[mode]))
-    result["left"] = left_connected(vendor)
+        results = [
+            asyncio.run(send(url, VIEWS[view], requests, MODES[mode])) for view, mode in cells
+        ]
+    left = left_connected(vendor)
     after = opened_sessions(vendor)
-    # PostgreSQL: every session opened while the server ran (a pool's idle ones too).
-    result["opened"] = None if before is None or after is None else after - before
-    return result
+    for result in results:
+        result["left"] = left
+        # PostgreSQL: every session opened while the server ran (a pool's idle ones too).
+        result["opened"] = None if before is None or after is None else after - before
+    return results
 
 
 def bursts(
@@ -326,29 +340,33 @@ def servers(args: argparse.Namespace) -> list[tuple[str, int]]:
 
 def run_load(args: argparse.Namespace, vendors: list[str]) -> list[dict[str, Any]]:
     results = []
+    keeps = tuple(int(keep) for keep in args.keeps.split(","))
     for vendor in vendors:
-        settings_by_name = contenders(vendor)
+        settings_by_name = contenders(vendor, keeps)
+        if args.settings:
+            chosen = args.settings.split(";")
+            settings_by_name = {k: v for k, v in settings_by_name.items() if k in chosen}
         for server, workers in servers(args):
             cells: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
             for round_ in range(args.rounds):
                 names = list(settings_by_name)
                 if round_ % 2:
                     names.reverse()  # A B C, C B A, ...: no contender always first
-                for view in args.views.split(","):
-                    for mode in args.modes.split(","):
-                        for name in names:
-                            result = measure(
-                                vendor, settings_by_name[name], server=server, workers=workers,
-                                view=view, mode=mode, requests=args.requests,
-                            )  # fmt: skip
-                            cells.setdefault((name, view, mode), []).append(result)
-                            print(
-                                f"{vendor} {server}x{workers} {view} {mode} {name}: "
-                                f"{result['rps']:.0f} rps, {result['sessions']} sessions, "
-                                f"{result['failures']} failed, {result['left']} left",
-                                file=sys.stderr,
-                                flush=True,
-                            )
+                wanted = [(v, m) for v in args.views.split(",") for m in args.modes.split(",")]
+                for name in names:
+                    found = measure(
+                        vendor, settings_by_name[name], server=server, workers=workers,
+                        cells=wanted, requests=args.requests,
+                    )  # fmt: skip
+                    for (view, mode), result in zip(wanted, found, strict=True):
+                        cells.setdefault((name, view, mode), []).append(result)
+                        print(
+                            f"{vendor} {server}x{workers} {view} {mode} {name}: "
+                            f"{result['rps']:.0f} rps, {result['sessions']} sessions, "
+                            f"{result['failures']} failed, {result['left']} left",
+                            file=sys.stderr,
+                            flush=True,
+                        )
             for (name, view, mode), rounds in cells.items():
                 summary = _summary(
                     rounds, vendor=vendor, server=server, workers=workers, name=name,
@@ -512,6 +530,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--servers", default="uvicorn:1", help="e.g. uvicorn:1,daphne:4")
     parser.add_argument("--views", default=",".join(VIEWS))
     parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--keeps", default=str(CONCURRENCY), help="ours' OPTIONS['keep']s")
+    parser.add_argument("--settings", help="only these contenders, ';' between names")
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--bursts", type=int, default=4)
