@@ -442,7 +442,8 @@ def markdown(document: dict[str, Any]) -> str:
         + ".",
         "",
         "| database | server | view | requests | setting | requests/s (median) "
-        "| sessions (most per worker) | PostgreSQL sessions opened | failed | left after stop |",
+        "| sessions (most per worker) | PostgreSQL sessions opened by the server "
+        "| failed | left after stop |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in document["results"]:
@@ -451,7 +452,8 @@ def markdown(document: dict[str, Any]) -> str:
         lines.append(
             f"| {r['database']} | {r['server']} x{r['workers']} | {r['view']} "
             f"| {r['requests']:,} {how} | {r['setting']} | **{r['rps']:.0f}** "
-            f"({r['rounds']} rounds) | {r['sessions']} ({r['max_sessions_per_worker']}) "
+            f"({r['rounds']} round{'s' if r['rounds'] > 1 else ''}) "
+            f"| {r['sessions']} ({r['max_sessions_per_worker']}) "
             f"| {opened} | {r['failures']} | {r['left']} |"
         )
     if document["idle_timeout"]:
@@ -484,7 +486,12 @@ def chart(document: dict[str, Any], path: Path) -> None:
         label = f"{r['database']}, {r['server']} x{r['workers']}, {r['view']}, {how}"
         groups.setdefault(label, {})[r["setting"]] = r["rps"]
     settings = list(dict.fromkeys(r["setting"] for r in results))
-    colors = {"CONN_MAX_AGE=0": "#d8453b", "native pool": "#9bb7e0", "ours": "#3b7dd8"}
+    colors = {
+        "CONN_MAX_AGE=0": "#d8453b",
+        "native pool": "#9bb7e0",
+        "ours": "#3b7dd8",
+        "ours, keep 4": "#2a9d5c",
+    }
     figure, axes = plt.subplots(figsize=(9, 0.75 * len(groups) + 1.5))
     height = 0.8 / len(settings)
     for offset, setting in enumerate(settings):
