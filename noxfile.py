@@ -427,6 +427,17 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(python="3.12")
+def bench_asgi(session: nox.Session) -> None:
+    """Requests/s and server sessions under uvicorn and daphne, per connection setting.
+
+    `-- --quick` checks that it runs (a few minutes: each measurement starts a server);
+    `-- --publish` regenerates docs/benchmarks/asgi.*. Not in CI: too long for it.
+    """
+    install_for(session, "mariadb", *group("postgresql"), *group("bench"), *group("examples"))
+    session.run("python", "-m", "tests.benchmark_asgi", *session.posargs)
+
+
+@nox.session(python="3.12")
 def bench_tasks(session: nox.Session) -> None:
     """django_thread.tasks against ImmediateBackend and django-tasks-local; `-- --quick`."""
     session.install("-e", ".", *group("bench-tasks"))

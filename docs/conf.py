@@ -36,7 +36,13 @@ extensions = [
 myst_enable_extensions = ["colon_fence", "deflist"]
 myst_heading_anchors = 3
 source_suffix = {".md": "markdown"}
-exclude_patterns = ["_build", "cookbook", "README.md", "benchmarks/results.md"]
+exclude_patterns = [
+    "_build",
+    "cookbook",
+    "README.md",
+    "benchmarks/results.md",
+    "benchmarks/asgi.md",
+]
 nitpicky = True
 nitpick_ignore_regex = [
     # Type variables in signatures, which have no page of their own.
