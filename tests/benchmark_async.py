@@ -2,6 +2,8 @@
 
     python -m tests.benchmark_async            # 10,000 awaits per round, 5 rounds
     python -m tests.benchmark_async --quick    # checks that it runs
+    valgrind --tool=callgrind python -m tests.benchmark_async --only ours --calls 2000
+                                               # one bridge, one round: instructions
 
 Each await runs one ORM count on an SQLite file with persistent connections
 (CONN_MAX_AGE=None, CONN_HEALTH_CHECKS=True); rounds alternate ours and asgiref's,
@@ -27,8 +29,13 @@ from django.conf import settings
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    # Instruction counts (callgrind) do not depend on the machine's load: one bridge's
+    # round at two sizes, the difference divided by the extra calls, is its cost a call.
+    parser.add_argument("--only", choices=["ours", "asgiref"])
+    parser.add_argument("--calls", type=int)
     args = parser.parse_args()
     calls, rounds = (200, 1) if args.quick else (10_000, 5)
+    calls = args.calls or calls
     db = Path(tempfile.mkdtemp()) / "bench.sqlite3"
     settings.configure(
         DATABASES={
@@ -66,6 +73,10 @@ def main() -> None:
         finally:
             pool.shutdown()
 
+    if args.only:
+        bridge = sync_to_async if args.only == "ours" else asgiref_sync_to_async
+        print(f"{args.only}: {calls} calls in {timed(bridge):.3f}s")
+        return
     ratios = []
     for _ in range(rounds):
         theirs = timed(asgiref_sync_to_async)
