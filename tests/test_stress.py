@@ -9,6 +9,11 @@ module-level state back to empty.
 
 The default sizes keep this file under a minute per database on a small machine;
 ``DJANGO_THREAD_STRESS=full`` runs the full ones (32 threads x 500 units, 20,000 tasks).
+
+It must be able to fail: ``DJANGO_THREAD_STRESS_BREAK=tasks|advised|turn|statement``
+swaps that lock for one that locks nothing (the task backend's lock over its heaps and
+results, the once-per-alias advice's, share_connections()'s turn or its statement lock),
+and the tests that use it should then fail. Run with ``-rP`` to see each test's counts.
 """
 
 from __future__ import annotations
@@ -56,6 +61,30 @@ TASKS = size(20_000, 2_000)
 SHARERS = 8  # threads taking turns on a shared connection (test 4)
 SHARED_UNITS = size(200, 40)
 
+BREAK = os.environ.get("DJANGO_THREAD_STRESS_BREAK", "")
+if BREAK not in ("", "tasks", "advised", "turn", "statement"):
+    msg = f"DJANGO_THREAD_STRESS_BREAK must be tasks, advised, turn or statement, not {BREAK!r}"
+    raise ValueError(msg)
+
+
+class NoLock:
+    """A lock that locks nothing, for DJANGO_THREAD_STRESS_BREAK (also under a Condition)."""
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+    def _is_owned(self) -> bool:  # what Condition asks
+        return True
+
+    def __enter__(self) -> bool:
+        return True
+
+    def __exit__(self, *exc_info: object) -> None:
+        pass
+
 
 # -- watching every thread --------------------------------------------------------------
 
@@ -79,7 +108,7 @@ class Watch:
             with self.lock:
                 self.records[id(rec)] = rec
 
-    def assert_clean(self, probe: ServerProbe, baseline: int) -> None:
+    def assert_clean(self, probe: ServerProbe, baseline: int, done: int) -> None:
         assert self.errors == [], "\n".join(self.errors)
         left = [
             (rec.wrappers, rec.unit, rec.units, rec.shared, rec.callers, rec.requests)
@@ -88,7 +117,12 @@ class Watch:
         ]
         assert left == [], f"{len(left)} of {len(self.records)} thread records not empty"
         assert _connections.sharing == []
-        assert settle(probe, baseline) == baseline, probe.backend_ids()
+        after = settle(probe, baseline)
+        print(  # for -rP: the counts of a run
+            f"{done} units or tasks; {len(self.records)} thread records; "
+            f"connections on the server: {baseline} before, {after} after"
+        )
+        assert after == baseline, probe.backend_ids()
 
 
 class _Collect(logging.Handler):
@@ -223,8 +257,10 @@ def test_threads_starting_and_exiting_while_running_units(
     assert written() == []  # the main thread's own connection: in the baseline
     baseline = probe.steady()
     texts: list[str] = []
-    saved_advised = set(_connections._advised)
+    saved_advised, saved_lock = set(_connections._advised), _connections._advised_lock
     _connections._advised.clear()  # so that every run races to give the advice
+    if BREAK == "advised":
+        _connections._advised_lock = NoLock()  # type: ignore[assignment]
     try:
         with modify_settings(INSTALLED_APPS={"append": "django_thread"} if app else {}):
             start_and_join(
@@ -238,10 +274,11 @@ def test_threads_starting_and_exiting_while_running_units(
     finally:
         _connections._advised.clear()
         _connections._advised.update(saved_advised)
+        _connections._advised_lock = saved_lock
     assert watch.errors == []
     assert len(texts) == LANES * total
     assert written() == sorted(texts)
-    watch.assert_clean(probe, baseline)
+    watch.assert_clean(probe, baseline, len(texts))
 
 
 # -- 2. pools created, used and shut down from many threads at once ----------------------
@@ -323,7 +360,7 @@ def test_pools_made_used_and_shut_down_from_many_threads(
     start_and_join(makers)
     assert watch.errors == []
     assert written() == sorted(texts)
-    watch.assert_clean(probe, baseline)
+    watch.assert_clean(probe, baseline, len(texts))
 
 
 # -- 3. django.tasks enqueued from many threads at once (Django 6.0+) --------------------
@@ -387,6 +424,9 @@ def test_tasks_enqueued_from_many_threads_each_run_once(
     backend = task_backends["default"]
     assert isinstance(backend, ThreadPoolBackend)
     pool = backend._pool
+    if BREAK == "tasks":
+        pool.lock = NoLock()  # type: ignore[assignment]
+        pool.changed = threading.Condition(pool.lock)
     ids: dict[str, str] = {}
     WATCHING.append(watch)
     try:
@@ -424,7 +464,7 @@ def test_tasks_enqueued_from_many_threads_each_run_once(
     finally:
         backend.shutdown()
         WATCHING.clear()
-    watch.assert_clean(probe, baseline)
+    watch.assert_clean(probe, baseline, len(ids))
 
 
 # -- 4. share_connections(): units in 8 threads take turns on the test's connection -------
@@ -485,6 +525,8 @@ def test_units_share_the_tests_connection_in_turn(watch: Watch, probe: ServerPro
     with transaction.atomic():  # the test's transaction, as TestCase opens it
         Note.objects.create(text="test")
         with share_connections(timeout=60):
+            if BREAK in ("turn", "statement"):
+                setattr(_connections.sharing[0], BREAK, NoLock())
             threads = [
                 (Thread if n % 4 == 0 else threading.Thread)(
                     target=share_in_turn, args=(watch, turns, n, texts)
@@ -503,4 +545,4 @@ def test_units_share_the_tests_connection_in_turn(watch: Watch, probe: ServerPro
         assert len(texts) == SHARERS * SHARED_UNITS
         transaction.set_rollback(True)
     assert written() == []  # the units' writes were the test's, and rolled back with it
-    watch.assert_clean(probe, baseline)
+    watch.assert_clean(probe, baseline, len(texts))
