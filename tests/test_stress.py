@@ -25,6 +25,7 @@ import random
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -151,7 +152,9 @@ def watch() -> Iterator[Watch]:
 
     def excepthook(args: threading.ExceptHookArgs) -> None:
         name = args.thread.name if args.thread is not None else "?"
-        watch.error(f"{name}: {args.exc_type.__name__}: {args.exc_value}")
+        where = traceback.extract_tb(args.exc_traceback)[-1:]  # the innermost line
+        at = f" at {where[0].filename}:{where[0].lineno}" if where else ""
+        watch.error(f"{name}: {args.exc_type.__name__}: {args.exc_value}{at}")
 
     handler = _Collect(watch)
     logger = logging.getLogger("django_thread")
