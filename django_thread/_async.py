@@ -20,7 +20,7 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 _pool: list[ThreadPoolExecutor] = []  # at most one, created on first use
-_pool_lock = threading.Lock()
+_pool_lock = threading.Lock()  # two threads' first calls must make one pool between them
 
 
 def sync_to_async_max_workers() -> int:

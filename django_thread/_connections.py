@@ -824,7 +824,7 @@ def _tidy_after_unit(
     if errors:
         rec.ended_at.pop(id(conn), None)  # the next unit pings
     elif window and conn.connection is None and conn.settings_dict["OPTIONS"].get("pool"):
-        with _returned_lock:  # given back to the pool
+        with _returned_lock:  # given back to the pool; see _returned_at
             _returned_at[raw] = time.monotonic()
     return errors
 
@@ -1077,6 +1077,8 @@ def end_shared(unit: SharedUnit | None) -> None:
 # "check" callback: check_pooled_connection() skips it for a connection one of our
 # units gave back moments ago. Weak keys: the pool owns the raw connections.
 _returned_at: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+# Workers write it and the pool's checker pops it, in other threads; a
+# WeakKeyDictionary is not documented as safe for that.
 _returned_lock = threading.Lock()
 
 
@@ -1096,7 +1098,7 @@ def check_pooled_connection(raw: Any) -> None:
 
     window = window_in_worker()
     if window:
-        with _returned_lock:
+        with _returned_lock:  # see _returned_at
             returned = _returned_at.pop(raw, None)
         if returned is not None and time.monotonic() - returned < window:
             return

@@ -57,6 +57,7 @@ class _Keep:
     """Idle raw connections per alias; thread-safe, process-wide."""
 
     def __init__(self) -> None:
+        # Threads give back and take at once; put() checks the limit, then appends.
         self.lock = threading.Lock()
         self.idle: dict[str, list[_Kept]] = {}
         self.closed = False  # the interpreter is exiting: keep nothing more

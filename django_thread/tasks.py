@@ -171,9 +171,9 @@ class _Pool:
         self.executor = _Workers(
             max_workers=values["MAX_WORKERS"], thread_name_prefix=f"tasks-{alias}"
         )
-        # A plain Lock, entered in C on the per-task path (a Condition's own "with" is
-        # two Python calls): nothing re-enters it. Waiting for a change (the scheduler,
-        # shutdown()) goes through a Condition on the same lock.
+        # Guards all below: enqueuers, workers, the scheduler and readers use it at once.
+        # A plain Lock, entered in C per task (a Condition's "with" is two Python calls;
+        # nothing re-enters it); the scheduler and shutdown() wait on a Condition on it.
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
         self.results: dict[str, AnyResult] = {}
@@ -538,6 +538,7 @@ def _new_id() -> str:
     return uuid.uuid4().hex
 
 
+# Django makes a backend per thread: their first uses, at once, must find one pool.
 _registry_lock = threading.Lock()
 _pools: dict[str, _Pool] = {}
 _every_pool: list[_Pool] = []  # also those forgotten by a TASKS change, for exit

@@ -9,6 +9,11 @@ module-level state back to empty.
 
 The default sizes keep this file under a minute per database on a small machine;
 ``DJANGO_THREAD_STRESS=full`` runs the full ones (32 threads x 500 units, 20,000 tasks).
+
+It must be able to fail: ``DJANGO_THREAD_STRESS_BREAK=tasks|advised|turn|statement``
+swaps that lock for one that locks nothing (the task backend's lock over its heaps and
+results, the once-per-alias advice's, share_connections()'s turn or its statement lock),
+and the tests that use it should then fail. Run with ``-rP`` to see each test's counts.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import random
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -55,6 +61,34 @@ ENQUEUERS = 16  # threads enqueueing tasks (test 3)
 TASKS = size(20_000, 2_000)
 SHARERS = 8  # threads taking turns on a shared connection (test 4)
 SHARED_UNITS = size(200, 40)
+# Seconds before a run that has not ended is taken for a deadlock, not a speed limit: a
+# full-size test runs for minutes on a loaded 2-core machine, and one that gives up
+# leaves its threads writing into the next test's tables.
+PATIENCE = size(3600, 300)
+
+BREAK = os.environ.get("DJANGO_THREAD_STRESS_BREAK", "")
+if BREAK not in ("", "tasks", "advised", "turn", "statement"):
+    msg = f"DJANGO_THREAD_STRESS_BREAK must be tasks, advised, turn or statement, not {BREAK!r}"
+    raise ValueError(msg)
+
+
+class NoLock:
+    """A lock that locks nothing, for DJANGO_THREAD_STRESS_BREAK (also under a Condition)."""
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+    def _is_owned(self) -> bool:  # what Condition asks
+        return True
+
+    def __enter__(self) -> bool:
+        return True
+
+    def __exit__(self, *exc_info: object) -> None:
+        pass
 
 
 # -- watching every thread --------------------------------------------------------------
@@ -79,7 +113,7 @@ class Watch:
             with self.lock:
                 self.records[id(rec)] = rec
 
-    def assert_clean(self, probe: ServerProbe, baseline: int) -> None:
+    def assert_clean(self, probe: ServerProbe, baseline: int, done: int) -> None:
         assert self.errors == [], "\n".join(self.errors)
         left = [
             (rec.wrappers, rec.unit, rec.units, rec.shared, rec.callers, rec.requests)
@@ -88,7 +122,12 @@ class Watch:
         ]
         assert left == [], f"{len(left)} of {len(self.records)} thread records not empty"
         assert _connections.sharing == []
-        assert settle(probe, baseline) == baseline, probe.backend_ids()
+        after = settle(probe, baseline)
+        print(  # for -rP: the counts of a run
+            f"{done} units or tasks; {len(self.records)} thread records; "
+            f"connections on the server: {baseline} before, {after} after"
+        )
+        assert after == baseline, probe.backend_ids()
 
 
 class _Collect(logging.Handler):
@@ -113,7 +152,9 @@ def watch() -> Iterator[Watch]:
 
     def excepthook(args: threading.ExceptHookArgs) -> None:
         name = args.thread.name if args.thread is not None else "?"
-        watch.error(f"{name}: {args.exc_type.__name__}: {args.exc_value}")
+        where = traceback.extract_tb(args.exc_traceback)[-1:]  # the innermost line
+        at = f" at {where[0].filename}:{where[0].lineno}" if where else ""
+        watch.error(f"{name}: {args.exc_type.__name__}: {args.exc_value}{at}")
 
     handler = _Collect(watch)
     logger = logging.getLogger("django_thread")
@@ -130,7 +171,7 @@ def watch() -> Iterator[Watch]:
     assert len(handler.advice) == len(set(handler.advice)), handler.advice
 
 
-def start_and_join(threads: list[threading.Thread], timeout: float = 300) -> None:
+def start_and_join(threads: list[threading.Thread], timeout: float = PATIENCE) -> None:
     for thread in threads:
         thread.start()
     deadline = time.monotonic() + timeout
@@ -223,8 +264,10 @@ def test_threads_starting_and_exiting_while_running_units(
     assert written() == []  # the main thread's own connection: in the baseline
     baseline = probe.steady()
     texts: list[str] = []
-    saved_advised = set(_connections._advised)
+    saved_advised, saved_lock = set(_connections._advised), _connections._advised_lock
     _connections._advised.clear()  # so that every run races to give the advice
+    if BREAK == "advised":
+        _connections._advised_lock = NoLock()  # type: ignore[assignment]
     try:
         with modify_settings(INSTALLED_APPS={"append": "django_thread"} if app else {}):
             start_and_join(
@@ -238,10 +281,11 @@ def test_threads_starting_and_exiting_while_running_units(
     finally:
         _connections._advised.clear()
         _connections._advised.update(saved_advised)
+        _connections._advised_lock = saved_lock
     assert watch.errors == []
     assert len(texts) == LANES * total
     assert written() == sorted(texts)
-    watch.assert_clean(probe, baseline)
+    watch.assert_clean(probe, baseline, len(texts))
 
 
 # -- 2. pools created, used and shut down from many threads at once ----------------------
@@ -323,7 +367,7 @@ def test_pools_made_used_and_shut_down_from_many_threads(
     start_and_join(makers)
     assert watch.errors == []
     assert written() == sorted(texts)
-    watch.assert_clean(probe, baseline)
+    watch.assert_clean(probe, baseline, len(texts))
 
 
 # -- 3. django.tasks enqueued from many threads at once (Django 6.0+) --------------------
@@ -387,6 +431,9 @@ def test_tasks_enqueued_from_many_threads_each_run_once(
     backend = task_backends["default"]
     assert isinstance(backend, ThreadPoolBackend)
     pool = backend._pool
+    if BREAK == "tasks":
+        pool.lock = NoLock()  # type: ignore[assignment]
+        pool.changed = threading.Condition(pool.lock)
     ids: dict[str, str] = {}
     WATCHING.append(watch)
     try:
@@ -400,7 +447,7 @@ def test_tasks_enqueued_from_many_threads_each_run_once(
         )
         expected = ENQUEUERS * (TASKS // ENQUEUERS)
         assert len(ids) == expected
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + PATIENCE
         pending = set(ids)
         while pending:
             assert time.monotonic() < deadline, f"{len(pending)} tasks never finished"
@@ -424,7 +471,7 @@ def test_tasks_enqueued_from_many_threads_each_run_once(
     finally:
         backend.shutdown()
         WATCHING.clear()
-    watch.assert_clean(probe, baseline)
+    watch.assert_clean(probe, baseline, len(ids))
 
 
 # -- 4. share_connections(): units in 8 threads take turns on the test's connection -------
@@ -484,7 +531,11 @@ def test_units_share_the_tests_connection_in_turn(watch: Watch, probe: ServerPro
     texts: list[str] = []
     with transaction.atomic():  # the test's transaction, as TestCase opens it
         Note.objects.create(text="test")
-        with share_connections(timeout=60):
+        # Our Thread's run() is one unit, holding the turn for all of its units: at full
+        # size on a loaded machine, longer than a minute (seen on MariaDB, 3.12).
+        with share_connections(timeout=PATIENCE):
+            if BREAK in ("turn", "statement"):
+                setattr(_connections.sharing[0], BREAK, NoLock())
             threads = [
                 (Thread if n % 4 == 0 else threading.Thread)(
                     target=share_in_turn, args=(watch, turns, n, texts)
@@ -493,7 +544,7 @@ def test_units_share_the_tests_connection_in_turn(watch: Watch, probe: ServerPro
             ]
             for thread in threads:
                 thread.start()
-            deadline = time.monotonic() + 300
+            deadline = time.monotonic() + PATIENCE
             while any(thread.is_alive() for thread in threads):
                 assert time.monotonic() < deadline, "deadlock?"
                 Note.objects.count()  # the test's own statements, between the units'
@@ -503,4 +554,4 @@ def test_units_share_the_tests_connection_in_turn(watch: Watch, probe: ServerPro
         assert len(texts) == SHARERS * SHARED_UNITS
         transaction.set_rollback(True)
     assert written() == []  # the units' writes were the test's, and rolled back with it
-    watch.assert_clean(probe, baseline)
+    watch.assert_clean(probe, baseline, len(texts))
