@@ -147,6 +147,15 @@ def wait_all(results: list[TaskResult[..., Any]], timeout: float = 120) -> None:
             time.sleep(0.01)
 
 
+def wait_logged(caplog: pytest.LogCaptureFixture, text: str, timeout: float = 20) -> None:
+    """Wait for *text* in the log: a task's outcome is stored before task_finished is sent,
+    so a receiver's error is logged after the result is seen final."""
+    deadline = time.monotonic() + timeout
+    while text not in caplog.text:
+        assert time.monotonic() < deadline, f"never logged: {text!r}"
+        time.sleep(0.01)
+
+
 def wait_running(result: TaskResult[..., Any]) -> None:
     deadline = time.monotonic() + 30
     while result.status != TaskResultStatus.RUNNING:
@@ -694,7 +703,7 @@ def test_a_raising_task_finished_receiver_loses_no_task(
     assert [r.status for r in results] == [TaskResultStatus.SUCCESSFUL] * 4
     assert ORDER == ["finished"] * 4
     for result in results:
-        assert f"task_finished receiver raised for task id={result.id}" in caplog.text
+        wait_logged(caplog, f"task_finished receiver raised for task id={result.id}")
     assert "ReceiverError" in caplog.text  # with the traceback
 
 
@@ -1015,7 +1024,7 @@ def test_a_failure_at_every_step_leaves_every_task_final_or_reported(
         else:
             assert result.status == TaskResultStatus.SUCCESSFUL, result.errors
         if step in ("enqueued", "finished"):
-            assert f"receiver raised for task id={result.id}" in caplog.text
+            wait_logged(caplog, f"receiver raised for task id={result.id}")
     # Each boundary failure is a task's error as it begins, or logged as a unit ends.
     assert tidying_failures >= 1
     # The database saw every task that ran, and no other: none ran twice, none lost.
