@@ -17,6 +17,7 @@ import argparse
 import importlib
 import json
 import pkgutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -90,6 +91,10 @@ def threading_cases() -> list[unittest.TestCase]:
 
 
 def run(impl: str, testsuite: str | None) -> dict[str, Any]:
+    # CI starts its lanes in the background, where SIGINT is ignored, and an ignored
+    # signal stays ignored in every process started below: the tests that interrupt the
+    # main thread (test_print_exception_gh_102056) would then wait for ever.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     use_testsuite(testsuite)
     if impl == "django_thread":
         substitute()
