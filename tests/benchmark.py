@@ -62,7 +62,7 @@ def configure(vendors: list[str]) -> list[str]:
     django.setup()
     reachable = []
     for vendor in vendors:
-        reason = _prepare(vendor)
+        reason = prepare(vendor)
         if reason:
             print(f"skipping {vendor}: {reason}", file=sys.stderr)
         else:
@@ -70,8 +70,8 @@ def configure(vendors: list[str]) -> list[str]:
     return reachable
 
 
-def _prepare(alias: str) -> str | None:
-    """Create the benchmark database and table on *alias*; why not, if it cannot."""
+def prepare(alias: str, name: str = DATABASE_NAME, rows: int = 100) -> str | None:
+    """Create database *name* and its table, with *rows* rows, on *alias*; why not, if it cannot."""
     from django.db import connections  # noqa: PLC0415
 
     from tests.server import probe_for  # noqa: PLC0415
@@ -80,13 +80,13 @@ def _prepare(alias: str) -> str | None:
     conn = connections[alias]
     try:
         probe = probe_for(alias)
-        probe.create_database(DATABASE_NAME)
+        probe.create_database(name)
         probe.close()
         if Note._meta.db_table not in conn.introspection.table_names():
             with conn.schema_editor() as editor:
                 editor.create_model(Note)
         if not Note.objects.using(alias).exists():
-            Note.objects.using(alias).bulk_create(Note(text=f"n{i}") for i in range(100))
+            Note.objects.using(alias).bulk_create(Note(text=f"n{i}") for i in range(rows))
     except Exception as exc:
         return str(exc).strip().splitlines()[0]
     finally:

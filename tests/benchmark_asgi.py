@@ -93,37 +93,16 @@ def configure(vendors: list[str], name: str) -> list[str]:
         USE_TZ=True,
     )
     django.setup()
+    from tests.benchmark import prepare  # noqa: PLC0415
+
     reachable = []
     for vendor in vendors:
-        reason = _prepare(vendor, database(name, vendor)["NAME"])
+        reason = prepare(vendor, database(name, vendor)["NAME"], rows=1)
         if reason:
             print(f"skipping {vendor}: {reason}", file=sys.stderr)
         else:
             reachable.append(vendor)
     return reachable
-
-
-def _prepare(alias: str, name: str) -> str | None:
-    from django.db import connections  # noqa: PLC0415
-
-    from tests.server import probe_for  # noqa: PLC0415
-    from tests.testapp.models import Note  # noqa: PLC0415
-
-    conn = connections[alias]
-    try:
-        probe = probe_for(alias)
-        probe.create_database(name)
-        probe.close()
-        if Note._meta.db_table not in conn.introspection.table_names():
-            with conn.schema_editor() as editor:
-                editor.create_model(Note)
-        if not Note.objects.using(alias).exists():
-            Note.objects.using(alias).create(text="the row the views read")
-    except Exception as exc:
-        return str(exc).strip().splitlines()[0]
-    finally:
-        conn.close()
-    return None
 
 
 def opened_sessions(alias: str) -> int | None:
