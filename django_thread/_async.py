@@ -53,6 +53,19 @@ def default_executor() -> ThreadPoolExecutor:
 class SyncToAsync(_AsgirefSyncToAsync[_P, _R]):
     """asgiref's ``SyncToAsync`` whose every call is a :func:`unit_of_work`."""
 
+    def __init__(
+        self,
+        func: Callable[_P, _R],
+        thread_sensitive: bool = True,
+        executor: _StdlibPool | None = None,
+        context: contextvars.Context | None = None,
+    ) -> None:
+        super().__init__(
+            func, thread_sensitive=thread_sensitive, executor=executor, context=context
+        )
+        # One per bridge, as a decorated function has: each thread keeps its own state.
+        self._django_thread_unit = UnitOfWork(getattr(func, "__qualname__", None))
+
     # asgiref's attribute (_compat.ASGIREF_EXECUTOR), read by every call.
     @property
     def _executor(self) -> _StdlibPool | None:
@@ -75,7 +88,7 @@ class SyncToAsync(_AsgirefSyncToAsync[_P, _R]):
     ) -> Any:
         # The unit begins and ends in the worker thread, also when the awaiting
         # task was cancelled: asgiref lets the call finish there.
-        with UnitOfWork(getattr(self.func, "__qualname__", None)):
+        with self._django_thread_unit:
             return super().thread_handler(  # type: ignore[no-untyped-call]
                 loop, exc_info, task_context, func, *args, **kwargs
             )

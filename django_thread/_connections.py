@@ -499,7 +499,7 @@ class _Limit:
         except NotSupportedError:
             raise
         except Exception:
-            if not new and (in_transaction(conn) or conn.allow_thread_sharing):
+            if not new and (in_transaction(conn) or _compat.shared_with_threads(conn)):
                 raise  # the caller's connection: the unit cannot run on it as asked
             # Most likely dead: closed, it reconnects with the limit at its next query.
             # A new connection is closed too, so nobody uses it without the limit.
@@ -528,7 +528,7 @@ class _Limit:
                 logger.exception(
                     "django_thread: restoring the time limit on database %r failed", conn.alias
                 )
-                if not (in_transaction(conn) or conn.allow_thread_sharing):
+                if not (in_transaction(conn) or _compat.shared_with_threads(conn)):
                     _discard(conn)  # never hand a connection on with a limit not its own
         self.saved.clear()
 
@@ -773,7 +773,7 @@ def begin_unit(rec: _ThreadRecord) -> set[int]:
     callers: set[int] = set()
     window = window_in_worker()
     for conn in rec.connected():
-        if in_transaction(conn) or conn.allow_thread_sharing:
+        if in_transaction(conn) or _compat.shared_with_threads(conn):
             callers.add(id(conn))  # someone else's transaction, or connection
             continue
         if not conn.force_debug_cursor:  # CaptureQueriesContext / assertNumQueries
@@ -798,13 +798,17 @@ def end_unit(
     """
     close_half_open(rec)
     window = window_in_worker()
+    closed = False
     for conn in rec.connected():
-        if id(conn) in callers or conn.allow_thread_sharing:
+        if id(conn) in callers or _compat.shared_with_threads(conn):
             continue
         errors = _tidy_after_unit(rec, conn, window, describe)
-        if window and not errors and conn.connection is not None:
+        if conn.connection is None:
+            closed = True
+        elif window and not errors:
             rec.ended_at[id(conn)] = time.monotonic()
-    rec.connected()  # forget the ones now closed: the free path is "no wrappers"
+    if closed:
+        rec.connected()  # forget the ones now closed: the free path is "no wrappers"
 
 
 def _tidy_after_unit(
@@ -871,7 +875,7 @@ def _carry_over(
     rec: _ThreadRecord, conn: BaseDatabaseWrapper, window: float, describe: Callable[[], str]
 ) -> bool:
     """Take *conn* from one unit to the next (see between_units); False if it closed."""
-    if conn.allow_thread_sharing:
+    if _compat.shared_with_threads(conn):
         return True  # someone else's connection
     errors = _tidy_after_unit(rec, conn, window, describe)
     if conn.connection is None:
@@ -917,7 +921,7 @@ def _only_arms_the_check(conn: BaseDatabaseWrapper) -> bool:
         or conn.in_atomic_block
         or conn.autocommit != conn.settings_dict["AUTOCOMMIT"]
         or (conn.close_at is not None and time.monotonic() >= conn.close_at)
-        or conn.allow_thread_sharing
+        or _compat.shared_with_threads(conn)
         or type(conn).close_if_unusable_or_obsolete is not _DJANGOS_CLOSE_IF
     )
 
@@ -959,7 +963,7 @@ def close_thread_connections(rec: _ThreadRecord | None, *, sweep: bool = False) 
     for conn in rec.connected() if rec is not None else []:
         # Shared with other threads (LiveServerThread, share_connections()), or not
         # this thread's at all: the owner closes it.
-        if conn.allow_thread_sharing or _compat.owner_ident(conn) not in (ident, None):
+        if _compat.shared_with_threads(conn) or _compat.owner_ident(conn) not in (ident, None):
             continue
         if in_transaction(conn):
             _drop_left_open(conn, "a thread")
@@ -1018,7 +1022,7 @@ def close_half_open(rec: _ThreadRecord | None) -> None:
     for conn in registered_wrappers():
         if getattr(conn, "connection", None) is None or id(conn) in known:
             continue  # not connected, or announced: tidied as usual
-        if conn.allow_thread_sharing or _compat.owner_ident(conn) != threading.get_ident():
+        if _compat.shared_with_threads(conn) or _compat.owner_ident(conn) != threading.get_ident():
             continue  # lent to this thread (share_connections(), LiveServerThread)
         _close(conn)
 
