@@ -38,6 +38,7 @@ def _failures(calls: int, pause: float, bridge: object) -> int:
     return asyncio.run(run())
 
 
+@pytest.mark.slow
 def test_stale_connections_fail_plain_asgiref_and_never_ours(
     server: ServerProbe, conn_settings: ConnSettings
 ) -> None:

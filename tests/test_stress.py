@@ -44,7 +44,7 @@ from tests.server import ServerProbe
 from tests.settings import VENDOR
 from tests.testapp.models import Note
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.stress]
 
 FULL = os.environ.get("DJANGO_THREAD_STRESS", "").lower() == "full"
 
