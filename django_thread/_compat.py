@@ -117,15 +117,6 @@ def owner_ident(conn: BaseDatabaseWrapper) -> int | None:
     return ident
 
 
-def shared_with_threads(conn: BaseDatabaseWrapper) -> bool:
-    """Django's ``allow_thread_sharing``, read without the lock its property takes.
-
-    Read at each unit's boundary; only the owner thread's inc/dec need the lock.
-    """
-    count: int = conn._thread_sharing_count  # type: ignore[attr-defined]
-    return count > 0
-
-
 # Django's flag for "no ping before the next query" (CONN_HEALTH_CHECKS), not typed in
 # django-stubs.
 HEALTH_CHECK_DONE = "health_check_done"

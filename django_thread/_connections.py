@@ -499,7 +499,7 @@ class _Limit:
         except NotSupportedError:
             raise
         except Exception:
-            if not new and (in_transaction(conn) or _compat.shared_with_threads(conn)):
+            if not new and (in_transaction(conn) or conn.allow_thread_sharing):
                 raise  # the caller's connection: the unit cannot run on it as asked
             # Most likely dead: closed, it reconnects with the limit at its next query.
             # A new connection is closed too, so nobody uses it without the limit.
@@ -528,7 +528,7 @@ class _Limit:
                 logger.exception(
                     "django_thread: restoring the time limit on database %r failed", conn.alias
                 )
-                if not (in_transaction(conn) or _compat.shared_with_threads(conn)):
+                if not (in_transaction(conn) or conn.allow_thread_sharing):
                     _discard(conn)  # never hand a connection on with a limit not its own
         self.saved.clear()
 
@@ -773,7 +773,7 @@ def begin_unit(rec: _ThreadRecord) -> set[int]:
     callers: set[int] = set()
     window = window_in_worker()
     for conn in rec.connected():
-        if in_transaction(conn) or _compat.shared_with_threads(conn):
+        if in_transaction(conn) or conn.allow_thread_sharing:
             callers.add(id(conn))  # someone else's transaction, or connection
             continue
         if not conn.force_debug_cursor:  # CaptureQueriesContext / assertNumQueries
@@ -800,7 +800,7 @@ def end_unit(
     window = window_in_worker()
     closed = False
     for conn in rec.connected():
-        if id(conn) in callers or _compat.shared_with_threads(conn):
+        if id(conn) in callers or conn.allow_thread_sharing:
             continue
         errors = _tidy_after_unit(rec, conn, window, describe)
         if conn.connection is None:
@@ -875,7 +875,7 @@ def _carry_over(
     rec: _ThreadRecord, conn: BaseDatabaseWrapper, window: float, describe: Callable[[], str]
 ) -> bool:
     """Take *conn* from one unit to the next (see between_units); False if it closed."""
-    if _compat.shared_with_threads(conn):
+    if conn.allow_thread_sharing:
         return True  # someone else's connection
     errors = _tidy_after_unit(rec, conn, window, describe)
     if conn.connection is None:
@@ -921,7 +921,7 @@ def _only_arms_the_check(conn: BaseDatabaseWrapper) -> bool:
         or conn.in_atomic_block
         or conn.autocommit != conn.settings_dict["AUTOCOMMIT"]
         or (conn.close_at is not None and time.monotonic() >= conn.close_at)
-        or _compat.shared_with_threads(conn)
+        or conn.allow_thread_sharing
         or type(conn).close_if_unusable_or_obsolete is not _DJANGOS_CLOSE_IF
     )
 
@@ -963,7 +963,7 @@ def close_thread_connections(rec: _ThreadRecord | None, *, sweep: bool = False) 
     for conn in rec.connected() if rec is not None else []:
         # Shared with other threads (LiveServerThread, share_connections()), or not
         # this thread's at all: the owner closes it.
-        if _compat.shared_with_threads(conn) or _compat.owner_ident(conn) not in (ident, None):
+        if conn.allow_thread_sharing or _compat.owner_ident(conn) not in (ident, None):
             continue
         if in_transaction(conn):
             _drop_left_open(conn, "a thread")
@@ -1022,7 +1022,7 @@ def close_half_open(rec: _ThreadRecord | None) -> None:
     for conn in registered_wrappers():
         if getattr(conn, "connection", None) is None or id(conn) in known:
             continue  # not connected, or announced: tidied as usual
-        if _compat.shared_with_threads(conn) or _compat.owner_ident(conn) != threading.get_ident():
+        if conn.allow_thread_sharing or _compat.owner_ident(conn) != threading.get_ident():
             continue  # lent to this thread (share_connections(), LiveServerThread)
         _close(conn)
 

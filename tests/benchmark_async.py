@@ -1,6 +1,7 @@
 """django_thread.sync_to_async against asgiref's, as a ratio measured in the same run.
 
     python -m tests.benchmark_async            # 10,000 awaits per round, 5 rounds
+    python -m tests.benchmark_async --rounds 21   # a steadier median
     python -m tests.benchmark_async --quick    # checks that it runs
     valgrind --tool=callgrind python -m tests.benchmark_async --only ours --calls 2000
                                                # one bridge, one round: instructions
@@ -33,9 +34,10 @@ def main() -> None:
     # round at two sizes, the difference divided by the extra calls, is its cost a call.
     parser.add_argument("--only", choices=["ours", "asgiref"])
     parser.add_argument("--calls", type=int)
+    parser.add_argument("--rounds", type=int)
     args = parser.parse_args()
     calls, rounds = (200, 1) if args.quick else (10_000, 5)
-    calls = args.calls or calls
+    calls, rounds = args.calls or calls, args.rounds or rounds
     db = Path(tempfile.mkdtemp()) / "bench.sqlite3"
     settings.configure(
         DATABASES={

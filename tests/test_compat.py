@@ -123,24 +123,6 @@ def test_a_wrapper_knows_its_owner_thread() -> None:
     )
 
 
-def test_djangos_thread_sharing_count_is_what_its_property_reads() -> None:
-    conn = connections.create_connection("default")
-    try:
-        assert hasattr(conn, "_thread_sharing_count"), (
-            "BaseDatabaseWrapper._thread_sharing_count is gone: see _compat.shared_with_threads"
-        )
-        assert _compat.shared_with_threads(conn) is conn.allow_thread_sharing is False
-        conn.inc_thread_sharing()
-        assert _compat.shared_with_threads(conn) is conn.allow_thread_sharing is True, (
-            "BaseDatabaseWrapper._thread_sharing_count no longer counts inc_thread_sharing(): "
-            "units would tidy a test's shared connection, or a LiveServerThread's"
-        )
-        conn.dec_thread_sharing()
-        assert _compat.shared_with_threads(conn) is False
-    finally:
-        conn.close()
-
-
 def test_djangos_health_check_flag_is_where_we_set_it(conn_settings: Any) -> None:
     conn_settings(max_age=None, health_checks=True)
     query()
