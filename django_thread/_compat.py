@@ -98,6 +98,21 @@ def is_shut_down(executor: concurrent.futures.Executor) -> bool:
 # django_thread.SyncToAsync replaces it with a property, to hand out its own pool.
 ASGIREF_EXECUTOR = "_executor"
 
+
+def in_its_contexts_own_thread() -> bool:
+    """Whether the calling thread is the one asgiref made for the current
+    ``ThreadSensitiveContext``, which Django's ASGI handler enters per request: the
+    thread is joined as the context ends, so nothing else will run in it. (The stdlib
+    lists the thread just after starting it: the context's first call may run before.)"""
+    from asgiref.sync import SyncToAsync  # noqa: PLC0415 - Django imports it anyway
+
+    context = SyncToAsync.thread_sensitive_context.get(None)
+    if context is None:
+        return False
+    executor = SyncToAsync.context_to_thread_executor.get(context)
+    return threading.current_thread() in getattr(executor, "_threads", ())
+
+
 # --- Django's connections ----------------------------------------------------------------
 
 

@@ -706,6 +706,11 @@ def _request_finished(sender: object, **kwargs: Any) -> None:
     rec = current_record()
     if rec is not None and rec.requests:
         rec.requests -= 1
+        if not rec.requests and rec.close_at_exit and _compat.in_its_contexts_own_thread():
+            # Under ASGI the request's thread is about to end: close (or give back to
+            # django_thread.backends' keep) now, not after the client had its answer
+            # and sent the next request, which would then open a connection of its own.
+            exit_thread(rec)
 
 
 # A request is an outer unit (Django tidies around it): a unit_of_work inside a view

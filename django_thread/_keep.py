@@ -5,7 +5,8 @@ connections die with it, so ``CONN_MAX_AGE`` never reuses one (Django ticket #33
 The ENGINE wrappers keep a few idle raw DB-API connections per alias, process-wide:
 
 - **Given back** only when django_thread closes a thread's connections as the thread
-  ends (:func:`close_at_thread_exit`), and only a clean one: autocommit on, outside
+  ends, or under ASGI as a request ends in the thread asgiref made for it
+  (:func:`close_at_thread_exit`), and only a clean one: autocommit on, outside
   ``atomic()``, no error since it opened, younger than ``CONN_MAX_AGE`` (0 never keeps),
   not a SQLite in-memory database, not a test's shared connection, keep not full; its
   session then reset (PostgreSQL, MariaDB/MySQL) or found unchanged (SQLite) by the

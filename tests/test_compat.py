@@ -7,6 +7,7 @@ the registry's listing in test_thread.py.)
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import queue
 import subprocess
@@ -240,3 +241,27 @@ def test_mysqlclient_lends_its_native_connection_for_a_session_reset() -> None:
     with raw.cursor() as cursor:
         cursor.execute("SELECT @django_thread_canary")
         assert cursor.fetchone() == (None,), "mysql_reset_connection() reset nothing"
+
+
+def test_asgiref_runs_a_contexts_sync_code_in_a_thread_of_its_own() -> None:
+    from asgiref.sync import ThreadSensitiveContext, async_to_sync, sync_to_async  # noqa: PLC0415
+
+    where = sync_to_async(_compat.in_its_contexts_own_thread)
+
+    async def in_a_context() -> bool:
+        async with ThreadSensitiveContext():  # as Django's ASGI handler, per request
+            # The stdlib lists a worker just after starting it, so the first call may
+            # run before; in a request, request_started's receivers are that call.
+            await sync_to_async(threading.get_ident)()
+            return await where()
+
+    message = (
+        "asgiref's SyncToAsync.thread_sensitive_context / context_to_thread_executor "
+        "changed: under ASGI a request's connections go back to the keep only as its "
+        "thread ends"
+    )
+    assert asyncio.run(in_a_context()) is True, message
+    assert asyncio.run(where()) is False  # asgiref's one shared thread comes back
+    # Under async_to_sync (Django's AsyncClient in a test) the code runs in this thread.
+    assert async_to_sync(in_a_context)() is False
+    assert _compat.in_its_contexts_own_thread() is False

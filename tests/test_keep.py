@@ -7,6 +7,7 @@ none: the raw connection objects and this process's file handles stand in).
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import os
@@ -15,15 +16,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from django.core.handlers.asgi import ASGIHandler
+from django.core.signals import request_finished
 from django.db import connection, connections, transaction
 from django.db.utils import DatabaseError
-from django.test.utils import modify_settings
+from django.http import HttpRequest, HttpResponse
+from django.test.utils import modify_settings, override_settings
+from django.urls import path
 
 from django_thread import Thread, ThreadPoolExecutor, unit_of_work
 from django_thread._keep import DEFAULT_KEEP
@@ -430,10 +435,63 @@ def _serve_and_count(engine: str, requests: int) -> int:
 def test_uvicorn_reuses_connections_across_requests(server: ServerProbe) -> None:
     # Django's ticket #33497: a new thread per request, so every request connects.
     assert _serve_and_count(PLAIN, 30) == 30
-    # A request's thread gives back only as it ends, which may be after the next
-    # request connected: a worker may open a few, never one per request.
+    # A request's thread gives its connection back at the request's end, which Django
+    # reaches just after sending the answer: the client's next request may connect
+    # first, so a worker may open a few (2 measured), never one per request.
     assert _serve_and_count(KEEP, 100) <= DEFAULT_KEEP
     assert server.drained(10, set(server.backend_ids()) - main_backend_ids()) == 0
+
+
+def _asgi_request(path: str) -> int:
+    """Serve one GET of *path* with Django's ASGI handler, as a server's event loop
+    would (not under async_to_sync, which would run the view in this thread)."""
+    scope = {"type": "http", "method": "GET", "path": path, "query_string": b"",
+             "headers": [], "server": ("testserver", 80)}  # fmt: skip
+    sent: list[Mapping[str, Any]] = []
+    received: list[bool] = []
+
+    async def receive() -> dict[str, Any]:
+        if received:  # Django listens for a disconnect until the answer is sent
+            await asyncio.Event().wait()
+        received.append(True)
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Mapping[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(ASGIHandler()(scope, receive, send))
+    return int(sent[0]["status"])
+
+
+def _answer_with_a_query(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(str(session()))
+
+
+urlpatterns = [path("query/", _answer_with_a_query)]
+
+
+@pytest.mark.parametrize("engine_name", [PLAIN, KEEP])
+def test_an_asgi_requests_connection_is_given_back_as_the_request_ends(
+    engine: Callable[[str], None], conn_settings: ConnSettings, engine_name: str
+) -> None:
+    # Under ASGI the request's thread is joined only after the client had its answer:
+    # given back then, the client's next request would already have opened another.
+    conn_settings(max_age=None, health_checks=True)
+    engine(engine_name)
+    kept_at_the_end: list[int] = []
+
+    def after_django_thread(**kwargs: Any) -> None:  # connected after our receiver
+        kept_at_the_end.append(idle_count("default"))
+
+    request_finished.connect(after_django_thread)
+    try:
+        with override_settings(ROOT_URLCONF=__name__):
+            assert _asgi_request("/query/") == 200
+    finally:
+        request_finished.disconnect(after_django_thread)
+        gc.collect()  # Django's ENGINE, without the app: the thread's connection is GC's
+    assert kept_at_the_end == [1 if engine_name == KEEP else 0]
+    assert idle_count("default") == (1 if engine_name == KEEP else 0)
 
 
 @pytest.mark.usefixtures("no_gc")
