@@ -512,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small and fast: CI's check")
     parser.add_argument("--databases", default="postgresql,mariadb")
-    parser.add_argument("--database-name", default="django_thread_bench")
+    parser.add_argument("--database-name", default="django_thread_bench_asgi")
     parser.add_argument("--servers", default="uvicorn:1", help="e.g. uvicorn:1,daphne:4")
     parser.add_argument("--views", default=",".join(VIEWS))
     parser.add_argument("--modes", default=",".join(MODES))
