@@ -13,7 +13,8 @@ The ENGINE wrappers keep a few idle raw DB-API connections per alias, process-wi
   backend's ``_keep_clean()``. Every other close really closes.
 - **Taken** by the next connect of that alias in any thread, newest first; one past
   ``CONN_MAX_AGE`` is closed, and with ``CONN_HEALTH_CHECKS`` one that fails a ping is
-  too. Its birth time goes with it, so ``CONN_MAX_AGE`` counts from the real connect.
+  too (no ping for one given back less than ``HEALTH_CHECK_WINDOW`` ago). Its birth
+  time goes with it, so ``CONN_MAX_AGE`` counts from the real connect.
 - **Closed** at interpreter exit; **forgotten, never closed,** in a forked child, whose
   copies of the sockets are the parent's sessions.
 """
@@ -30,6 +31,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+
+from django_thread._connections import window_in_worker
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
@@ -52,6 +55,7 @@ class _Kept(NamedTuple):
     born: float  # time.monotonic() when it was opened
     fingerprint: tuple[object, ...]  # the settings it was opened with
     state: dict[str, Any]  # wrapper attributes its connect set (PostgreSQL: isolation)
+    returned: float  # time.monotonic() when it was given back, clean (HEALTH_CHECK_WINDOW)
 
 
 class _Keep:
@@ -217,7 +221,7 @@ class KeepMixin(_Base):
             return False
         if not self._keep_clean(raw):
             return False
-        kept = _Kept(raw, self._born, self._fingerprint(), self._keep_state())
+        kept = _Kept(raw, self._born, self._fingerprint(), self._keep_state(), time.monotonic())
         return _keep.put(self.alias, kept, limit)
 
     # --- taking -------------------------------------------------------------------------
@@ -237,7 +241,13 @@ class KeepMixin(_Base):
             ):
                 _close_raw(kept.raw)
                 continue
-            if self.settings_dict["CONN_HEALTH_CHECKS"] and not self._alive(kept.raw):
+            if (
+                self.settings_dict["CONN_HEALTH_CHECKS"]
+                # Given back moments ago without an error: skip the ping, as a unit does
+                # within the window.
+                and time.monotonic() - kept.returned >= window_in_worker()
+                and not self._alive(kept.raw)
+            ):
                 _close_raw(kept.raw)
                 continue
             for name, value in kept.state.items():

@@ -315,6 +315,35 @@ def test_a_session_killed_while_kept_is_replaced(
     assert server.count() == 1
 
 
+def test_within_the_window_a_kept_session_is_handed_over_without_a_ping(
+    engine: Callable[[str], None], conn_settings: ConnSettings, server: ServerProbe
+) -> None:
+    # The window's trade, as for a unit's own connection: a session given back less than
+    # HEALTH_CHECK_WINDOW ago is taken without a ping, so a kill in between shows at the
+    # next thread's first query (without the window, the test above: replaced).
+    conn_settings(max_age=None, health_checks=True)
+    engine(KEEP)
+    with override_settings(DJANGO_THREAD={"HEALTH_CHECK_WINDOW": 60}):
+        first = in_thread(session)
+        server.kill(server_id(first))
+        assert server.drained(5, [server_id(first)]) == 0
+        errors: list[BaseException] = []
+
+        def query_once() -> None:
+            try:
+                session()
+            except DatabaseError as exc:
+                errors.append(exc)
+
+        thread = Thread(target=query_once)
+        thread.start()
+        thread.join()
+        assert len(errors) == 1, "taken with a ping: the window was not honoured"
+        assert idle_count("default") == 0  # the broken one was not kept again
+        assert in_thread(session) != first  # the next thread connects anew
+    assert server.count() == 1
+
+
 @pytest.mark.parametrize("bound", [0, 2])
 def test_at_most_bound_idle_per_alias(
     bound: int, engine: Callable[[str], None], conn_settings: ConnSettings, probe: ServerProbe
