@@ -40,11 +40,14 @@ VIEWS = {"sync": "/sync/", "async": "/async/"}
 MODES = {"sequential": 1, "concurrent": CONCURRENCY}
 
 
-def contenders(vendor: str, keeps: tuple[int, ...] = (CONCURRENCY,)) -> dict[str, dict[str, Any]]:
+def contenders(
+    vendor: str, keeps: tuple[int, ...] = (CONCURRENCY,), window: float = 0
+) -> dict[str, dict[str, Any]]:
     """Each contender's DATABASES["default"] changes, for *vendor*.
 
     Ours keeps as many idle connections as requests run at once, unless *keeps* says
-    otherwise (then one contender per value).
+    otherwise (then one contender per value); *window*: one more, with that
+    HEALTH_CHECK_WINDOW (tests/keep_asgi.py takes DJANGO_THREAD from this dict).
     """
     plain = f"django.db.backends.{'mysql' if vendor == 'mariadb' else vendor}"
     ours = plain.replace("django.db.backends.", "django_thread.backends.")
@@ -65,6 +68,11 @@ def contenders(vendor: str, keeps: tuple[int, ...] = (CONCURRENCY,)) -> dict[str
             "CONN_MAX_AGE": None,
             "CONN_HEALTH_CHECKS": True,
             "OPTIONS": {"keep": keep},
+        }
+    if window:
+        found[f"ours, window {window:g} s"] = {
+            **found["ours"],
+            "DJANGO_THREAD": {"HEALTH_CHECK_WINDOW": window},
         }
     return found
 
@@ -321,7 +329,7 @@ def run_load(args: argparse.Namespace, vendors: list[str]) -> list[dict[str, Any
     results = []
     keeps = tuple(int(keep) for keep in args.keeps.split(","))
     for vendor in vendors:
-        settings_by_name = contenders(vendor, keeps)
+        settings_by_name = contenders(vendor, keeps, args.window)
         if args.settings:
             chosen = args.settings.split(";")
             settings_by_name = {k: v for k, v in settings_by_name.items() if k in chosen}
@@ -518,6 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--keeps", default=str(CONCURRENCY), help="ours' OPTIONS['keep']s")
     parser.add_argument("--settings", help="only these contenders, ';' between names")
+    parser.add_argument("--window", type=float, default=0, help="also ours with this window")
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--bursts", type=int, default=4)
