@@ -3,12 +3,12 @@
     python -m tests.cpython_suites [--testsuite DIR]
 
 Runs the thread-pool tests of ``test.test_concurrent_futures`` (where the interpreter
-has them) and the thread tests of ``test.test_threading`` twice, each in a fresh interpreter: once as they are, once with
-:class:`django_thread.ThreadPoolExecutor` and :class:`django_thread.Thread` substituted
-(Django configured, the app installed). Fails when ours fails a test the stdlib passes
-in the same run, or when the two runs did not run the same tests. *DIR* is where a
-``test`` package lives when the interpreter's own has none (Debian's
-``libpython3.X-testsuite`` installs it in ``/usr/lib/python3.X``).
+has them) and the thread tests of ``test.test_threading`` twice, each in a fresh
+interpreter: once as they are, once with :class:`django_thread.ThreadPoolExecutor` and
+:class:`django_thread.Thread` substituted (Django configured, the app installed). Fails
+when ours fails a test the stdlib passes in the same run, or when the two runs did not
+run the same tests. *DIR* is where a ``test`` package lives when the interpreter's own
+has none (Debian's ``libpython3.X-testsuite`` installs it in ``/usr/lib/python3.X``).
 """
 
 from __future__ import annotations
