@@ -183,15 +183,20 @@ def cpython_suites(session: nox.Session) -> None:
     django = DJANGOS["5.2"] if version == "3.11" else DJANGOS[NEWEST_DJANGO]
     session.install("-e", ".", django)
     args = []
-    probe = "try:\n import test.test_threading\nexcept ImportError:\n print('none')"
-    if "none" in str(session.run("python", "-c", probe, silent=True)):
+    if not _importable(session, "test.test_concurrent_futures"):
         debian = Path(f"/usr/lib/python{version}")
-        if not (debian / "test" / "test_threading.py").exists():
+        if (debian / "test" / "test_threading.py").exists():  # Debian's suite has both
+            args = ["--testsuite", str(debian)]
+        elif not _importable(session, "test.test_threading"):
             session.skip(f"no CPython test suite for Python {version} on this machine")
-        args = ["--testsuite", str(debian)]
-    # pyenv's 3.12 has test_threading but not test_concurrent_futures, and Debian has no
-    # 3.12: there the run says it checked the thread tests only.
+        # Else pyenv's 3.12, which has test_threading only (Debian has no 3.12): the run
+        # says it checked the thread tests only.
     session.run("python", "-m", "tests.cpython_suites", *args)
+
+
+def _importable(session: nox.Session, module: str) -> bool:
+    probe = f"try:\n import {module}\nexcept ImportError:\n print('none')"
+    return "none" not in str(session.run("python", "-c", probe, silent=True))
 
 
 @nox.session(python=None)
