@@ -165,6 +165,18 @@ def set_return_value(result: Any, value: Any) -> None:
     object.__setattr__(result, "_return_value", value)
 
 
+# --- psycopg 3 --------------------------------------------------------------------------
+
+
+def forget_prepared_statements(raw: Any) -> None:
+    """After a ``DISCARD ALL`` on *raw*: forget the statements psycopg prepared.
+
+    psycopg looks for DISCARD ALL only the first time it runs a query text, so on a
+    connection reset before it would take a statement deallocated since as prepared.
+    """
+    raw._prepared.clear()  # what psycopg does on seeing it: it also sends DEALLOCATE ALL
+
+
 # --- mysqlclient ----------------------------------------------------------------------
 
 
@@ -182,6 +194,15 @@ def _mysql_reset() -> Any:
     prototype = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)
     pointer = prototype(("PyCapsule_GetPointer", ctypes.pythonapi))
     return reset, pointer
+
+
+def can_reset_mysql_sessions() -> bool:
+    """Whether the C library mysqlclient is linked with has mysql_reset_connection()."""
+    try:
+        _mysql_reset()
+    except AttributeError:  # ctypes: no such symbol
+        return False
+    return True
 
 
 def reset_mysql_session(raw: Any) -> None:

@@ -8,13 +8,15 @@ The ENGINE wrappers keep a few idle raw DB-API connections per alias, process-wi
   ends, or under ASGI as a request ends in the thread asgiref made for it
   (:func:`close_at_thread_exit`), and only a clean one: autocommit on, outside
   ``atomic()``, no error since it opened, younger than ``CONN_MAX_AGE`` (0 never keeps),
-  not a SQLite in-memory database, not a test's shared connection, keep not full; its
-  session then reset (PostgreSQL, MariaDB/MySQL) or found unchanged (SQLite) by the
-  backend's ``_keep_clean()``. Every other close really closes.
+  not a SQLite in-memory database, not a test's shared connection, keep not full, and
+  as the backend's ``_keep_clean()`` judges it without a round trip (PostgreSQL: no
+  transaction open; SQLite: its session unchanged). Every other close really closes.
 - **Taken** by the next connect of that alias in any thread, newest first; one past
-  ``CONN_MAX_AGE`` is closed, and with ``CONN_HEALTH_CHECKS`` one that fails a ping is
-  too (no ping for one given back less than ``HEALTH_CHECK_WINDOW`` ago). Its birth
-  time goes with it, so ``CONN_MAX_AGE`` counts from the real connect.
+  ``CONN_MAX_AGE`` is closed. The backend's ``_keep_reset()`` then puts its session
+  back as a new one's (PostgreSQL, MariaDB/MySQL) in one round trip, which also proves
+  the server still has it: one that fails is closed, and the next is tried, so no
+  health-check ping is needed. Its birth time goes with it, so ``CONN_MAX_AGE`` counts
+  from the real connect.
 - **Closed** at interpreter exit; **forgotten, never closed,** in a forked child, whose
   copies of the sockets are the parent's sessions.
 """
@@ -31,8 +33,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-
-from django_thread._connections import window_in_worker
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
@@ -55,7 +55,6 @@ class _Kept(NamedTuple):
     born: float  # time.monotonic() when it was opened
     fingerprint: tuple[object, ...]  # the settings it was opened with
     state: dict[str, Any]  # wrapper attributes its connect set (PostgreSQL: isolation)
-    returned: float  # time.monotonic() when it was given back, clean (HEALTH_CHECK_WINDOW)
 
 
 class _Keep:
@@ -176,8 +175,15 @@ class KeepMixin(_Base):
     # --- what each backend tells -------------------------------------------------------
 
     def _keep_clean(self, raw: Any) -> bool:
-        """Whether *raw* may be given back; may reset its session (a round trip)."""
+        """Whether *raw* may be given back, judged without a round trip if possible."""
         return True
+
+    def _keep_reset(self, raw: Any) -> None:
+        """Put *raw*'s session back as a new one's as it is taken, or raise.
+
+        A round trip on a server, and so the health check too: a session the server
+        dropped while kept fails here, and is closed rather than handed over.
+        """
 
     def _keep_state(self) -> dict[str, Any]:
         """Wrapper attributes that the backend's get_new_connection() sets."""
@@ -216,12 +222,12 @@ class KeepMixin(_Base):
             and not self.allow_thread_sharing  # a test's shared connection
             and not getattr(self, "pool", None)  # Django's own pool keeps it
             and not _in_memory(self)
-            and _keep.count(self.alias) < limit  # don't pay the reset for nothing
+            and _keep.count(self.alias) < limit  # don't pay _keep_clean() for nothing
         ):
             return False
         if not self._keep_clean(raw):
             return False
-        kept = _Kept(raw, self._born, self._fingerprint(), self._keep_state(), time.monotonic())
+        kept = _Kept(raw, self._born, self._fingerprint(), self._keep_state())
         return _keep.put(self.alias, kept, limit)
 
     # --- taking -------------------------------------------------------------------------
@@ -241,13 +247,13 @@ class KeepMixin(_Base):
             ):
                 _close_raw(kept.raw)
                 continue
-            if (
-                self.settings_dict["CONN_HEALTH_CHECKS"]
-                # Given back moments ago without an error: skip the ping, as a unit does
-                # within the window.
-                and time.monotonic() - kept.returned >= window_in_worker()
-                and not self._alive(kept.raw)
-            ):
+            try:
+                # Reset as it is taken, not as it is given back: the one round trip a pool
+                # spends on its health check. Meanwhile, what a unit left (a lock, a temp
+                # table) stays on the idle session, as on Django's persistent connection.
+                self._keep_reset(kept.raw)
+            except Exception:  # dropped while kept, or the reset failed: try the next one
+                logger.debug("django_thread: a kept connection was not reusable", exc_info=True)
                 _close_raw(kept.raw)
                 continue
             for name, value in kept.state.items():
@@ -259,13 +265,6 @@ class KeepMixin(_Base):
         raw = super().get_new_connection(conn_params)
         self._born = time.monotonic()
         return raw
-
-    def _alive(self, raw: Any) -> bool:
-        self.connection = raw  # is_usable() pings self.connection
-        try:
-            return bool(self.is_usable())
-        finally:
-            self.connection = None
 
     def _fingerprint(self) -> tuple[object, ...]:
         """What a connection was opened with; one opened otherwise is not handed over."""

@@ -243,6 +243,20 @@ def test_mysqlclient_lends_its_native_connection_for_a_session_reset() -> None:
         assert cursor.fetchone() == (None,), "mysql_reset_connection() reset nothing"
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="psycopg's, on PostgreSQL")
+def test_psycopg_forgets_its_prepared_statements_where_we_tell_it_to() -> None:
+    import psycopg  # noqa: PLC0415
+
+    params = {**connection.get_connection_params(), "prepare_threshold": 0, "autocommit": True}
+    # Django's default ClientCursor prepares nothing: server-side binding's cursor does.
+    with psycopg.connect(**{**params, "cursor_factory": psycopg.Cursor}) as raw:
+        raw.execute("DISCARD ALL", prepare=False)  # seen with nothing prepared...
+        raw.execute("SELECT 1")  # prepared at once, with a threshold of 0
+        raw.execute("DISCARD ALL", prepare=False)  # ...so not looked at again
+        _compat.forget_prepared_statements(raw)  # AttributeError: no _prepared.clear()
+        raw.execute("SELECT 1")  # prepared again, or it fails: it no longer exists
+
+
 def test_asgiref_runs_a_contexts_sync_code_in_a_thread_of_its_own() -> None:
     from asgiref.sync import ThreadSensitiveContext, async_to_sync, sync_to_async  # noqa: PLC0415
 

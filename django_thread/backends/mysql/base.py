@@ -18,6 +18,9 @@ class DatabaseWrapper(KeepMixin, base.DatabaseWrapper):
     creation_class = DatabaseCreation
 
     def _keep_clean(self, raw: Any) -> bool:
+        return _compat.can_reset_mysql_sessions()  # or _keep_reset() could never succeed
+
+    def _keep_reset(self, raw: Any) -> None:
         # Session state a unit set (SET, @variables, temporary tables, GET_LOCK() locks,
         # a raw START TRANSACTION) must not reach the next thread: the server resets the
         # session to a new one's, which undoes what mysqlclient's connect set too.
@@ -31,7 +34,7 @@ class DatabaseWrapper(KeepMixin, base.DatabaseWrapper):
         # level again as the next thread takes it. MariaDB keeps the charset of the
         # handshake, which is mysqlclient's; MySQL goes back to the server's.
         statements = [init_command] if init_command else []
-        if collation or not self.mysql_is_mariadb:
+        if collation or "mariadb" not in raw.get_server_info().lower():
             names = f"SET NAMES {charset}"
             statements.append(f"{names} COLLATE {collation}" if collation else names)
         if sql_mode:
@@ -39,4 +42,9 @@ class DatabaseWrapper(KeepMixin, base.DatabaseWrapper):
         for sql in statements:
             with raw.cursor() as cursor:
                 cursor.execute(sql)
-        return True
+
+    def _keep_state(self) -> dict[str, Any]:
+        # The server's version and settings, which Django reads once per wrapper: a new
+        # thread's wrapper would ask again, a round trip per request under ASGI.
+        data = self.__dict__.get("mysql_server_data")
+        return {} if data is None else {"mysql_server_data": data}

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db.backends.postgresql import base, creation
 
+from django_thread import _compat
 from django_thread._keep import KeepCreationMixin, KeepMixin
 
 
@@ -17,15 +18,16 @@ class DatabaseWrapper(KeepMixin, base.DatabaseWrapper):
     creation_class = DatabaseCreation
 
     def _keep_clean(self, raw: Any) -> bool:
-        from psycopg.pq import TransactionStatus  # noqa: PLC0415 - psycopg 2 has none
+        # psycopg 2 has no .info: it raises, and the connection is closed, never kept.
+        from psycopg.pq import TransactionStatus  # noqa: PLC0415
 
-        if raw.info.transaction_status != TransactionStatus.IDLE:
-            return False
+        return bool(raw.info.transaction_status == TransactionStatus.IDLE)
+
+    def _keep_reset(self, raw: Any) -> None:
         # Session state a unit set (SET, temporary tables, advisory locks, LISTEN,
-        # prepared statements) must not reach the next thread. psycopg empties its
-        # statement cache on seeing DISCARD ALL, but would prepare it too.
-        raw.execute("DISCARD ALL", prepare=False)
-        return True
+        # prepared statements) must not reach the next thread.
+        raw.execute("DISCARD ALL", prepare=False)  # never prepared: it deallocates itself
+        _compat.forget_prepared_statements(raw)
 
     def _keep_state(self) -> dict[str, Any]:
         return {"isolation_level": getattr(self, "isolation_level", None)}
