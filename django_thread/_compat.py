@@ -1,4 +1,4 @@
-"""Every private detail of Python, Django, asgiref and mysqlclient that django_thread relies on.
+"""Every private detail of Python, Django, asgiref, psycopg and mysqlclient we rely on.
 
 Nothing else in the package reaches past a public API. Each detail below has a canary
 in tests/test_compat.py that fails, naming the detail, on the first Python, Django or
@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from asgiref.sync import SyncToAsync
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
@@ -104,8 +105,6 @@ def in_its_contexts_own_thread() -> bool:
     ``ThreadSensitiveContext``, which Django's ASGI handler enters per request: the
     thread is joined as the context ends, so nothing else will run in it. (The stdlib
     lists the thread just after starting it: the context's first call may run before.)"""
-    from asgiref.sync import SyncToAsync  # noqa: PLC0415 - Django imports it anyway
-
     context = SyncToAsync.thread_sensitive_context.get(None)
     if context is None:
         return False
