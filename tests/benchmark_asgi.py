@@ -40,14 +40,12 @@ VIEWS = {"sync": "/sync/", "async": "/async/"}
 MODES = {"sequential": 1, "concurrent": CONCURRENCY}
 
 
-def contenders(
-    vendor: str, keeps: tuple[int, ...] = (CONCURRENCY,), window: float = 0
-) -> dict[str, dict[str, Any]]:
+def contenders(vendor: str, keeps: tuple[int, ...] = (CONCURRENCY,)) -> dict[str, dict[str, Any]]:
     """Each contender's DATABASES["default"] changes, for *vendor*.
 
     Ours keeps as many idle connections as requests run at once, unless *keeps* says
-    otherwise (then one contender per value); *window*: one more, with that
-    HEALTH_CHECK_WINDOW (tests/keep_asgi.py takes DJANGO_THREAD from this dict).
+    otherwise (then one contender per value). (A kept connection's reset as it is taken
+    is its health check: HEALTH_CHECK_WINDOW changes nothing for ours here.)
     """
     plain = f"django.db.backends.{'mysql' if vendor == 'mariadb' else vendor}"
     ours = plain.replace("django.db.backends.", "django_thread.backends.")
@@ -68,11 +66,6 @@ def contenders(
             "CONN_MAX_AGE": None,
             "CONN_HEALTH_CHECKS": True,
             "OPTIONS": {"keep": keep},
-        }
-    if window:
-        found[f"ours, window {window:g} s"] = {
-            **found["ours"],
-            "DJANGO_THREAD": {"HEALTH_CHECK_WINDOW": window},
         }
     return found
 
@@ -108,9 +101,26 @@ def configure(vendors: list[str], name: str) -> list[str]:
         reason = prepare(vendor, database(name, vendor)["NAME"], rows=1)
         if reason:
             print(f"skipping {vendor}: {reason}", file=sys.stderr)
-        else:
-            reachable.append(vendor)
+            continue
+        reachable.append(vendor)
+        if vendor == "postgresql":
+            _utc_by_default(vendor)
     return reachable
+
+
+def _utc_by_default(alias: str) -> None:
+    """The database's time zone is Django's, as Django's PostgreSQL notes advise.
+
+    Otherwise Django sets it on every connect, and again on every hand-over of ours,
+    whose reset (DISCARD ALL) puts the session's time zone back to this default.
+    """
+    from django.db import connections  # noqa: PLC0415
+
+    conn = connections[alias]
+    with conn.cursor() as cursor:
+        name = conn.ops.quote_name(conn.settings_dict["NAME"])
+        cursor.execute(f"ALTER DATABASE {name} SET timezone TO 'UTC'")
+    conn.close()
 
 
 def opened_sessions(alias: str) -> int | None:
@@ -329,7 +339,7 @@ def run_load(args: argparse.Namespace, vendors: list[str]) -> list[dict[str, Any
     results = []
     keeps = tuple(int(keep) for keep in args.keeps.split(","))
     for vendor in vendors:
-        settings_by_name = contenders(vendor, keeps, args.window)
+        settings_by_name = contenders(vendor, keeps)
         if args.settings:
             chosen = args.settings.split(";")
             settings_by_name = {k: v for k, v in settings_by_name.items() if k in chosen}
@@ -526,7 +536,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--keeps", default=str(CONCURRENCY), help="ours' OPTIONS['keep']s")
     parser.add_argument("--settings", help="only these contenders, ';' between names")
-    parser.add_argument("--window", type=float, default=0, help="also ours with this window")
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--bursts", type=int, default=4)

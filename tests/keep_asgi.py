@@ -19,8 +19,6 @@ from django.conf import settings
 DATABASE = json.loads(os.environ["KEEP_ASGI_DB"])
 settings.configure(
     DATABASES={"default": DATABASE},
-    # A benchmark contender's DJANGO_THREAD setting comes with its database's.
-    DJANGO_THREAD=DATABASE.pop("DJANGO_THREAD", {}),
     # The ENGINE alone gives a request thread's connection back: no django_thread app.
     INSTALLED_APPS=["tests.testapp"],
     DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
