@@ -11,12 +11,12 @@ The ENGINE wrappers keep a few idle raw DB-API connections per alias, process-wi
   not a SQLite in-memory database, not a test's shared connection, keep not full, and
   as the backend's ``_keep_clean()`` judges it without a round trip (PostgreSQL: no
   transaction open; SQLite: its session unchanged). Every other close really closes.
-- **Taken** by the next connect of that alias in any thread, newest first; one past
-  ``CONN_MAX_AGE`` is closed. The backend's ``_keep_reset()`` then puts its session
-  back as a new one's (PostgreSQL, MariaDB/MySQL) in one round trip, which also proves
-  the server still has it: one that fails is closed, and the next is tried, so no
-  health-check ping is needed. Its birth time goes with it, so ``CONN_MAX_AGE`` counts
-  from the real connect.
+- **Taken** by the next connect of that alias in any thread, newest first; every one
+  past ``CONN_MAX_AGE`` is closed as that connect begins. The backend's
+  ``_keep_reset()`` then puts its session back as a new one's (PostgreSQL,
+  MariaDB/MySQL) in one round trip, which also proves the server still has it: one that
+  fails is closed, and the next is tried, so no health-check ping is needed. Its birth
+  time goes with it, so ``CONN_MAX_AGE`` counts from the real connect.
 - **Closed** at interpreter exit; **forgotten, never closed,** in a forked child, whose
   copies of the sockets are the parent's sessions.
 """
@@ -79,6 +79,16 @@ class _Keep:
             idle = self.idle.get(alias)
             # Newest first: the oldest ones age out rather than all staying warm.
             return idle.pop() if idle else None
+
+    def expired(self, alias: str, max_age: float) -> list[_Kept]:
+        """Take out those opened *max_age* seconds ago or more, for closing."""
+        with self.lock:
+            idle = self.idle.get(alias, [])
+            deadline = time.monotonic() - max_age
+            old = [kept for kept in idle if kept.born <= deadline]
+            if old:
+                idle[:] = [kept for kept in idle if kept.born > deadline]
+            return old
 
     def count(self, alias: str) -> int:
         with self.lock:
@@ -241,6 +251,11 @@ class KeepMixin(_Base):
     def get_new_connection(self, conn_params: Any) -> Any:
         fingerprint = self._fingerprint()
         max_age = self.settings_dict["CONN_MAX_AGE"]
+        if max_age is not None:
+            # Newest first, so an older one may not come up again for long: close every
+            # one past CONN_MAX_AGE as anyone connects, not only when its turn comes.
+            for expired in _keep.expired(self.alias, max_age):
+                _close_raw(expired.raw)
         while (kept := _keep.take(self.alias)) is not None:
             if kept.fingerprint != fingerprint or (
                 max_age is not None and time.monotonic() >= kept.born + max_age

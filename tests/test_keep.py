@@ -305,6 +305,40 @@ def test_max_age_counts_from_the_real_connect(
     assert settle(probe, 1) == 1
 
 
+def test_an_older_idle_one_past_max_age_is_closed_as_a_newer_one_is_taken(
+    engine: Callable[[str], None], conn_settings: ConnSettings, probe: ServerProbe
+) -> None:
+    # Newest first: below a younger one, an old connection could stay idle, open, long
+    # past CONN_MAX_AGE. It is closed as the next thread connects.
+    conn_settings(max_age=2)
+    engine(KEEP)
+    old = in_thread(session)
+    time.sleep(1.2)
+    keys: dict[str, object] = {}
+    holding = {name: threading.Event() for name in "ab"}
+    release = {name: threading.Event() for name in "ab"}
+
+    def hold(name: str) -> None:
+        keys[name] = session()
+        holding[name].set()
+        assert release[name].wait(10)
+
+    threads = {name: Thread(target=hold, args=(name,)) for name in "ab"}
+    for name in "ab":  # a takes the old one; b, while a holds it, opens a new one
+        threads[name].start()
+        assert holding[name].wait(10)
+    for name in "ab":  # given back oldest first: the new one ends up on top
+        release[name].set()
+        threads[name].join()
+    assert keys["a"] == old
+    assert distinct([old, keys["b"]]) == 2
+    assert idle_count("default") == 2
+    time.sleep(1.0)  # the old one is past CONN_MAX_AGE now, the new one is not
+    assert in_thread(session) == keys["b"]
+    assert idle_count("default") == 1  # the old one was closed, not left idle
+    assert settle(probe, 1) == 1
+
+
 @pytest.mark.parametrize(
     ("health_checks", "window"),
     [(False, 0), (True, 0), (True, 60)],
