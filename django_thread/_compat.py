@@ -170,10 +170,10 @@ def set_return_value(result: Any, value: Any) -> None:
 def forget_prepared_statements(raw: Any) -> None:
     """After a ``DISCARD ALL`` on *raw*: forget the statements psycopg prepared.
 
-    psycopg looks for DISCARD ALL only the first time it runs a query text, so on a
-    connection reset before it would take a statement deallocated since as prepared.
+    psycopg looks at the result of a query text only the first time it runs it: on a
+    connection reset once before, it would go on using statements the server dropped.
     """
-    raw._prepared.clear()  # what psycopg does on seeing it: it also sends DEALLOCATE ALL
+    raw._prepared.clear()  # as psycopg does when it sees DISCARD ALL (DEALLOCATE ALL next)
 
 
 # --- mysqlclient ----------------------------------------------------------------------
