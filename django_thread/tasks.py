@@ -587,8 +587,10 @@ class ThreadPoolBackend(BaseTaskBackend):
     ``min(32, cpu_count + 4)``), ``MAX_RESULTS`` (1000 results kept; the oldest
     finished ones are dropped first), ``ENQUEUE_ON_COMMIT`` (True: an enqueue inside
     ``atomic()`` on the default database is handed to the pool when the outermost
-    block commits, and never if it rolls back) and ``SHUTDOWN_TIMEOUT`` (30 seconds
-    that :meth:`shutdown` waits for running tasks; None waits as long as they take).
+    block commits, and never if it rolls back), ``SHUTDOWN_TIMEOUT`` (30 seconds
+    that :meth:`shutdown` waits for running tasks; None waits as long as they take)
+    and ``STATEMENT_TIMEOUT`` (None: each task's statements run without a time limit
+    the database enforces, as ``unit_of_work(statement_timeout=...)`` would set).
     """
 
     supports_defer = True
