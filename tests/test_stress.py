@@ -1,8 +1,8 @@
 """Stress: threads switching inside our code as on free-threaded Python.
 
-``sys.setswitchinterval(1e-6)`` makes CPython hand the GIL over after almost every
-bytecode, so that a check-then-act left without its lock in the lifecycle, the pool
-or the task backend is interleaved as it would be without a GIL. Each test then checks
+``sys.setswitchinterval(1e-6)`` makes CPython hand the GIL over as often as it can, so
+that a check-then-act left without its lock in the lifecycle, the pool or the task
+backend is interleaved as it would be without a GIL. Each test then checks
 what must hold whatever the interleaving: no exception in any thread, every write
 made exactly once, no connection left on the server, and our per-thread records and
 module-level state back to empty.
@@ -13,12 +13,22 @@ The default sizes keep this file under a minute per database on a small machine;
 It must be able to fail: ``DJANGO_THREAD_STRESS_BREAK=tasks|advised|turn|statement``
 swaps that lock for one that locks nothing (the task backend's lock over its heaps and
 results, the once-per-alias advice's, share_connections()'s turn or its statement lock),
-and the tests that use it should then fail. Run with ``-rP`` to see each test's counts.
+and the tests that use it should then fail (``statement`` on MariaDB only: SQLite's and
+psycopg's connections make a second thread wait, mysqlclient's refuses it). The switch
+interval alone cannot get into the shortest sections: CPython switches threads at a
+call or a loop's jump, never between ``if alias in advised`` and the
+``advised.add(alias)`` acting on it. So a profile hook (``threading.setprofile``;
+coverage uses ``settrace``) hands the GIL over right before each C call of ours that
+changes a container (``set.add``, ``heappush``, ``list.append``...), and tests 2 and 4
+make those races happen: threads reconnecting all at once (``advised``), and a client
+polling the urgent task it enqueued while a worker takes it, which must never show half
+of that (``tasks``). Run with ``-rP`` to see each test's counts.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import os
 import random
@@ -29,7 +39,8 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import django
 import pytest
@@ -37,12 +48,16 @@ from django.db import transaction
 from django.test.utils import modify_settings
 from django.utils import timezone
 
+import django_thread
 from django_thread import Thread, ThreadPoolExecutor, _connections, unit_of_work
 from django_thread.testing import share_connections
 from tests.conftest import ConnSettings, settle
 from tests.server import ServerProbe
 from tests.settings import VENDOR
 from tests.testapp.models import Note
+
+if TYPE_CHECKING:
+    from django.tasks import TaskResult
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.stress]
 
@@ -55,11 +70,15 @@ def size(full: int, default: int) -> int:
 
 LANES = 32  # threads running units at once (test 1)
 UNITS = size(500, 40)  # units per lane
-POOL_THREADS = 16  # threads making pools at once (test 2)
+# Threads reconnecting at once (test 2): more spread their arrivals over milliseconds.
+RECONNECTERS = 8
+RECONNECT_ROUNDS = size(500, 50)
+POOL_THREADS = 16  # threads making pools at once (test 3)
 POOLS = size(40, 6)  # pools per thread
-ENQUEUERS = 16  # threads enqueueing tasks (test 3)
+ENQUEUERS = 16  # threads enqueueing tasks (test 4)
 TASKS = size(20_000, 2_000)
-SHARERS = 8  # threads taking turns on a shared connection (test 4)
+URGENT = size(1_000, 100)  # of them enqueued one at a time and polled until run (test 4)
+SHARERS = 8  # threads taking turns on a shared connection (test 5)
 SHARED_UNITS = size(200, 40)
 # Seconds before a run that has not ended is taken for a deadlock, not a speed limit: a
 # full-size test runs for minutes on a loaded 2-core machine, and one that gives up
@@ -99,6 +118,7 @@ class Watch:
     """What went wrong anywhere while a stress test ran."""
 
     errors: list[str] = field(default_factory=list)
+    advice: list[str] = field(default_factory=list)  # the once-per-alias advice, as given
     records: dict[int, _connections._ThreadRecord] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -134,21 +154,44 @@ class _Collect(logging.Handler):
     def __init__(self, watch: Watch) -> None:
         super().__init__(logging.WARNING)
         self.watch = watch
-        self.advice: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
         if "(django_thread.W001)" in message:  # the once-per-alias advice: counted
-            self.advice.append(message)
+            with self.watch.lock:
+                self.watch.advice.append(message)
         else:
             self.watch.error(f"{record.levelname} {record.threadName}: {message}")
 
 
+OURS = os.path.dirname(django_thread.__file__) + os.sep  # what our co_filenames start with
+# The names of the C methods that change what they are called on: a check-then-act's act.
+ACTS = frozenset(
+    {"add", "append", "appendleft", "clear", "discard", "extend", "get_nowait", "heappop"}
+    | {"heappush", "insert", "pop", "popitem", "popleft", "put", "put_nowait", "remove"}
+    | {"setdefault", "update"}
+)
+
+
+def switch_before_acting(frame: FrameType, event: str, arg: object) -> None:
+    # Between a check and the C call that acts on it CPython never switches threads by
+    # itself (no call or jump between them): hand the GIL over right before each such
+    # call our code makes, as a free-threaded build could run another thread there.
+    if (
+        event == "c_call"
+        and frame.f_code.co_filename.startswith(OURS)
+        and getattr(arg, "__name__", None) in ACTS
+    ):
+        time.sleep(0)
+
+
 @pytest.fixture
 def watch() -> Iterator[Watch]:
-    """Switch threads every microsecond; collect every thread's exception and warning."""
+    """Switch threads every microsecond, and before each change our code makes to a
+    container; collect every thread's exception and warning."""
     watch = Watch()
     hook, interval = threading.excepthook, sys.getswitchinterval()
+    profile, thread_profile = sys.getprofile(), threading.getprofile()
 
     def excepthook(args: threading.ExceptHookArgs) -> None:
         name = args.thread.name if args.thread is not None else "?"
@@ -161,14 +204,18 @@ def watch() -> Iterator[Watch]:
     logger.addHandler(handler)
     threading.excepthook = excepthook
     sys.setswitchinterval(1e-6)
+    threading.setprofile(switch_before_acting)  # in the threads started from now on
+    sys.setprofile(switch_before_acting)  # and in this one
     try:
         yield watch
     finally:
+        sys.setprofile(profile)
+        threading.setprofile(thread_profile)
         sys.setswitchinterval(interval)
         threading.excepthook = hook
         logger.removeHandler(handler)
     # Said at most once per alias, however many threads reconnect at once.
-    assert len(handler.advice) == len(set(handler.advice)), handler.advice
+    assert len(watch.advice) == len(set(watch.advice)), watch.advice
 
 
 def start_and_join(threads: list[threading.Thread], timeout: float = PATIENCE) -> None:
@@ -194,6 +241,21 @@ POLICIES = [
     pytest.param({"max_age": None, "health_checks": True, **SQLITE}, id="persistent-checks"),
     pytest.param({"max_age": 0, "health_checks": False, **SQLITE}, id="age0"),
 ]
+
+
+@contextlib.contextmanager
+def advice_unsaid() -> Iterator[None]:
+    """Forget which aliases had the once-per-alias advice, so that threads race to give it."""
+    saved_advised, saved_lock = set(_connections._advised), _connections._advised_lock
+    _connections._advised.clear()
+    if BREAK == "advised":
+        _connections._advised_lock = NoLock()  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        _connections._advised.clear()
+        _connections._advised.update(saved_advised)
+        _connections._advised_lock = saved_lock
 
 
 # -- 1. threads that start and exit all the time, each running units ---------------------
@@ -264,31 +326,64 @@ def test_threads_starting_and_exiting_while_running_units(
     assert written() == []  # the main thread's own connection: in the baseline
     baseline = probe.steady()
     texts: list[str] = []
-    saved_advised, saved_lock = set(_connections._advised), _connections._advised_lock
-    _connections._advised.clear()  # so that every run races to give the advice
-    if BREAK == "advised":
-        _connections._advised_lock = NoLock()  # type: ignore[assignment]
-    try:
-        with modify_settings(INSTALLED_APPS={"append": "django_thread"} if app else {}):
-            start_and_join(
-                [
-                    threading.Thread(
-                        target=lane, args=(watch, n, total, texts), kwargs={"app": app}
-                    )
-                    for n in range(LANES)
-                ]
-            )
-    finally:
-        _connections._advised.clear()
-        _connections._advised.update(saved_advised)
-        _connections._advised_lock = saved_lock
+    with (
+        advice_unsaid(),
+        modify_settings(INSTALLED_APPS={"append": "django_thread"} if app else {}),
+    ):
+        start_and_join(
+            [
+                threading.Thread(target=lane, args=(watch, n, total, texts), kwargs={"app": app})
+                for n in range(LANES)
+            ]
+        )
     assert watch.errors == []
     assert len(texts) == LANES * total
     assert written() == sorted(texts)
     watch.assert_clean(probe, baseline, len(texts))
 
 
-# -- 2. pools created, used and shut down from many threads at once ----------------------
+# -- 2. threads reconnecting at once: the advice given once ------------------------------
+
+
+def reconnect(watch: Watch, barrier: threading.Barrier) -> None:
+    """A unit per round, each opening a connection (CONN_MAX_AGE = 0): all at once."""
+    try:
+        for _ in range(RECONNECT_ROUNDS):
+            with unit_of_work():
+                Note.objects.count()
+            barrier.wait()
+    except BaseException:
+        barrier.abort()  # the others stop too, rather than wait for this one
+        raise
+    watch.keep_record()
+
+
+def test_threads_reconnecting_at_once_give_the_advice_once(
+    watch: Watch, conn_settings: ConnSettings, probe: ServerProbe
+) -> None:
+    conn_settings(max_age=0, health_checks=False, **SQLITE)
+    assert written() == []  # the main thread's own connection: in the baseline
+    baseline = probe.steady()
+    given: list[int] = []
+
+    def next_round() -> None:  # in one thread, all others waiting: to be given anew
+        given.append(len(watch.advice))
+        watch.advice.clear()
+        _connections._advised.clear()
+
+    barrier = threading.Barrier(RECONNECTERS, action=next_round)
+    with advice_unsaid():
+        # Our Thread: the advice is for our threads' units, not a plain thread's.
+        start_and_join(
+            [Thread(target=reconnect, args=(watch, barrier)) for _ in range(RECONNECTERS)]
+        )
+    assert watch.errors == []
+    # Each thread's first connection is no reconnect: the advice from the second round on.
+    assert given == [0] + [1] * (RECONNECT_ROUNDS - 1), f"advice given per round: {given}"
+    watch.assert_clean(probe, baseline, RECONNECTERS * RECONNECT_ROUNDS)
+
+
+# -- 3. pools created, used and shut down from many threads at once ----------------------
 
 
 def insert(watch: Watch, text: str) -> str:
@@ -370,7 +465,7 @@ def test_pools_made_used_and_shut_down_from_many_threads(
     watch.assert_clean(probe, baseline, len(texts))
 
 
-# -- 3. django.tasks enqueued from many threads at once (Django 6.0+) --------------------
+# -- 4. django.tasks enqueued from many threads at once (Django 6.0+) --------------------
 
 TASKS_BACKEND = "django_thread.tasks.ThreadPoolBackend"
 
@@ -383,6 +478,33 @@ def write_note(text: str) -> str:
     Note.objects.create(text=text)
     WATCHING[0].keep_record()
     return text
+
+
+# What get_result() may show, (started, finished, workers) by status: each change to a
+# task whole, as the pool's lock makes it, never half of one (RUNNING, no worker yet).
+WHOLE = {"READY": (False, False, 0), "RUNNING": (True, False, 1), "SUCCESSFUL": (True, True, 1)}
+
+
+def whole(watch: Watch, result: TaskResult[..., Any]) -> TaskResult[..., Any]:
+    seen = (result.started_at is not None, result.finished_at is not None, len(result.worker_ids))
+    if WHOLE.get(result.status) != seen:
+        watch.error(f"task {result.id} seen half-changed: {result.status} with {seen}")
+    return result
+
+
+def await_urgent(watch: Watch, count: int, ids: dict[str, str]) -> None:
+    """Enqueue *count* tasks at the highest priority, one at a time, each polled until it
+    has run: so polls land while a worker takes it."""
+    from django.tasks import default_task_backend, task  # noqa: PLC0415 - Django 6.0+
+    from django.tasks.base import TASK_MAX_PRIORITY  # noqa: PLC0415
+
+    job = task(write_note).using(priority=TASK_MAX_PRIORITY)
+    for i in range(count):
+        result = job.enqueue(f"urgent.{i}")
+        ids[result.id] = f"urgent.{i}"
+        while not whole(watch, default_task_backend.get_result(result.id)).is_finished:
+            time.sleep(0)
+    watch.keep_record()
 
 
 def enqueue_many(watch: Watch, number: int, count: int, ids: dict[str, str]) -> None:
@@ -407,7 +529,7 @@ def enqueue_many(watch: Watch, number: int, count: int, ids: dict[str, str]) -> 
         for text, result in zip(texts, results, strict=True):
             ids[result.id] = text
         for result in rng.sample(results, min(3, len(results))):  # while workers write
-            default_task_backend.get_result(result.id)
+            whole(watch, default_task_backend.get_result(result.id))
     watch.keep_record()
 
 
@@ -425,7 +547,7 @@ def test_tasks_enqueued_from_many_threads_each_run_once(
     settings.TASKS = {
         "default": {
             "BACKEND": TASKS_BACKEND,
-            "OPTIONS": {"MAX_WORKERS": 8, "MAX_RESULTS": TASKS},
+            "OPTIONS": {"MAX_WORKERS": 8, "MAX_RESULTS": TASKS + URGENT},
         }
     }
     backend = task_backends["default"]
@@ -444,15 +566,17 @@ def test_tasks_enqueued_from_many_threads_each_run_once(
                 )
                 for n in range(ENQUEUERS)
             ]
+            + [threading.Thread(target=await_urgent, args=(watch, URGENT, ids))]
         )
-        expected = ENQUEUERS * (TASKS // ENQUEUERS)
+        expected = ENQUEUERS * (TASKS // ENQUEUERS) + URGENT
         assert len(ids) == expected
         deadline = time.monotonic() + PATIENCE
         pending = set(ids)
         while pending:
             assert time.monotonic() < deadline, f"{len(pending)} tasks never finished"
-            pending = {i for i in pending if not backend.get_result(i).is_finished}
+            pending = {i for i in pending if not whole(watch, backend.get_result(i)).is_finished}
             time.sleep(0.05)
+        assert watch.errors == [], "\n".join([f"{len(watch.errors)} errors:", *watch.errors[:5]])
         results = [backend.get_result(i) for i in ids]
         not_successful = [
             (r.id, r.status, r.errors) for r in results if r.status != TaskResultStatus.SUCCESSFUL
@@ -474,7 +598,7 @@ def test_tasks_enqueued_from_many_threads_each_run_once(
     watch.assert_clean(probe, baseline, len(ids))
 
 
-# -- 4. share_connections(): units in 8 threads take turns on the test's connection -------
+# -- 5. share_connections(): units in 8 threads take turns on the test's connection -------
 
 
 @dataclass
